@@ -1,0 +1,39 @@
+# The README's two set-up commands are `make demo` and `make test`; both create .venv first.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+# Without CUDA, pin torch to a CPU build (constraints/cpu.txt); with it, let pip pick.
+CONSTRAINTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints/cpu.txt)
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck pytest bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints/cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(CONSTRAINTS) -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) launch.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench launch.py
+	$(VENV)/bin/ruff format --check src tests bench launch.py
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(PY) bench/cli_startup.py
+	$(PY) bench/plan_activation_memory.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""Quark: a configuration-composed framework for developing language models."""
+
+__version__ = "0.1.0"

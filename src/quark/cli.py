@@ -1,0 +1,122 @@
+"""The `quark` command: `quark runs` lists what ran, where, how it ended, and its key metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from quark.core.errors import QuarkError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="quark", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    runs = commands.add_parser("runs", help="list run directories and how they ended")
+    runs.add_argument(
+        "--outputs",
+        default=os.environ.get("QUARK_OUTPUT_DIR", "outputs"),
+        help="output directory (default: ./outputs)",
+    )
+    runs.add_argument("--experiment", "-e", help="only this experiment")
+    runs.add_argument("--step", "-s", help="only this step")
+    runs.add_argument(
+        "--status",
+        choices=("running", "completed", "failed", "interrupted"),
+        help="only runs that ended so",
+    )
+    runs.add_argument(
+        "--limit", "-n", type=int, default=50, help="newest N runs (default 50; 0 for all)"
+    )
+    runs.add_argument("--json", action="store_true", help="print JSON for scripts")
+    args = parser.parse_args(argv)
+    try:
+        return list_runs(args)
+    except QuarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def list_runs(args: argparse.Namespace) -> int:
+    from quark.core.runs import find_runs
+
+    outputs = Path(args.outputs)
+    if not outputs.is_dir():
+        raise QuarkError(
+            f"{outputs}: no such output directory; pass --outputs DIR or run a step first"
+        )
+    records = find_runs(outputs, experiment=args.experiment, step=args.step, status=args.status)
+    if args.limit:
+        records = records[-args.limit :]
+    rows = [
+        {
+            "experiment": r.manifest.get("experiment"),
+            "step": r.manifest.get("step"),
+            "started_at": r.started_at,
+            "status": r.status,
+            "duration_s": r.manifest.get("duration_s"),
+            "metrics": r.manifest.get("metrics", {}),
+            "error": (r.manifest.get("error") or {}).get("message"),
+            "path": str(r.path),
+        }
+        for r in records
+    ]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return 0
+    _print_table(rows)
+    return 0
+
+
+def _print_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not rows:
+        console.print("no runs found")
+        return
+    table = Table(title="Quark runs", title_justify="left")
+    for column in ("experiment", "step", "started", "status", "duration", "metrics", "path"):
+        table.add_column(column, overflow="fold")
+    colours = {"completed": "green", "failed": "red", "running": "yellow", "interrupted": "magenta"}
+    for row in rows:
+        status = row["status"]
+        detail = row["error"] if status == "failed" and row["error"] else _metrics(row["metrics"])
+        table.add_row(
+            row["experiment"] or "?",
+            row["step"] or "?",
+            _when(row["started_at"]),
+            f"[{colours.get(status, 'white')}]{status}[/]",
+            f"{row['duration_s']:.1f} s" if row["duration_s"] is not None else "",
+            detail,
+            _relative(row["path"]),
+        )
+    console.print(table)
+
+
+def _metrics(metrics: dict[str, float], limit: int = 3) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:limit])
+
+
+def _when(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return iso
+
+
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

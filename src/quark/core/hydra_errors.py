@@ -1,0 +1,88 @@
+"""Rewrites Hydra's and OmegaConf's config errors as one line: key, what is wrong, what is allowed."""
+
+from __future__ import annotations
+
+import re
+
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from quark.core.errors import one_line
+
+
+def describe_hydra_error(exc: BaseException) -> str | None:
+    """One line for a Hydra or OmegaConf config error, or None if `exc` is not one."""
+    if isinstance(exc, MissingConfigException):
+        return _missing_option(exc)
+    if isinstance(exc, OverrideParseException):
+        return f"{one_line(str(exc))}; overrides look like key=value, +key=value or group=option"
+    if isinstance(exc, ConfigCompositionException):
+        return _composition(exc)
+    if isinstance(exc, MissingMandatoryValue):
+        key = _full_key(exc)
+        return f"{key}: no value given (???); set it on the command line, e.g. {key}=..."
+    if isinstance(exc, InterpolationResolutionError):
+        return f"{_full_key(exc)}: {_first_line(exc)}"
+    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
+        return f"{_full_key(exc)}: no such key"
+    if isinstance(exc, ValidationError):
+        return f"{_full_key(exc)}: {_first_line(exc)}"
+    if isinstance(exc, OmegaConfBaseException):
+        return f"{_full_key(exc)}: {_first_line(exc)}"
+    return None
+
+
+def _missing_option(exc: MissingConfigException) -> str:
+    path = exc.missing_cfg_file or ""
+    if "/" in path:
+        group, option = path.rsplit("/", 1)
+        options = ", ".join(sorted(exc.options or [])) or "none"
+        noun = "step" if group == "step" else "option"
+        return f"{group}={option}: no such {noun}; available: {options}"
+    return f"{path or 'config'}: not found; {_first_line(exc)}"
+
+
+def _composition(exc: ConfigCompositionException) -> str:
+    text = str(exc)
+    override = re.search(r"Could not override '([^']+)'", text)
+    cause = exc.__cause__
+    if override:
+        key = override.group(1)
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+            return f"{key}: no such key; {_allowed_keys_hint(key)}"
+        if cause is not None:
+            return f"{key}: {_first_line(cause)}"
+    if "Could not append to config" in text and isinstance(cause, Exception):
+        return f"{_first_line(exc)}: {_first_line(cause)}"
+    return _first_line(exc)
+
+
+def _allowed_keys_hint(key: str) -> str:
+    from quark.core.schemas import allowed_keys
+
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    keys = allowed_keys(parent)
+    where = parent or "the top level"
+    if keys:
+        return f"keys allowed in {where}: {', '.join(keys)}"
+    return f"use +{key}=... only where the schema allows a new key"
+
+
+def _full_key(exc: BaseException) -> str:
+    key = getattr(exc, "full_key", None)
+    return str(key) if key else "config"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    kept = [
+        line for line in lines if not line.startswith(("full_key:", "object_type", "reference"))
+    ]
+    return one_line(kept[0] if kept else type(exc).__name__)

@@ -1,0 +1,239 @@
+"""A run directory and its manifest: what a step read, wrote, measured, and how it ended.
+
+    outputs/<experiment>/<step>/<timestamp>/
+        .hydra/           as Hydra writes it
+        config.yaml       the resolved, validated config the step ran with
+        manifest.json     status, times, config hash, inputs, outputs (sha256), metrics, versions
+
+The manifest is rewritten atomically at every change of state, and `completed` is written only
+after every declared output exists and has been hashed.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from quark.core.environment import git_state, host_facts, library_versions
+from quark.core.errors import QuarkError
+from quark.core.files import (
+    files_under,
+    sha256_file,
+    sha256_json,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+# Keys that say where things go, not what is computed: left out of the config hash.
+UNHASHED_KEYS = ("hydra", "paths", "inputs", "experiment_name")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of the resolved config, without the keys that only place outputs."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(data, dict)
+    return sha256_json({k: v for k, v in data.items() if k not in UNHASHED_KEYS})
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds")
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    import json
+
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        raise QuarkError(f"{run_dir}: not a Quark run directory (no {MANIFEST})")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise QuarkError(f"{path}: unreadable manifest ({exc})") from None
+    if not isinstance(data, dict):
+        raise QuarkError(f"{path}: unreadable manifest (not a JSON object)")
+    return data
+
+
+def describe_input(path: Path) -> dict[str, Any]:
+    """Record of one input: a run directory (by its outputs' digest) or a file (by its sha256).
+
+    A run directory is verified first: it must have completed, and every output must still
+    match the sha256 its manifest recorded.
+    """
+    path = Path(path).resolve()
+    if not path.exists():
+        raise QuarkError(f"{path}: input not found")
+    if (path / MANIFEST).is_file():
+        manifest = verify_run(path)
+        return {
+            "path": str(path),
+            "kind": "run",
+            "step": manifest.get("step"),
+            "sha256": manifest["outputs_digest"],
+        }
+    files = files_under(path)
+    digest = (
+        sha256_file(path)
+        if path.is_file()
+        else sha256_json([(str(f.relative_to(path)), sha256_file(f)) for f in files])
+    )
+    return {
+        "path": str(path),
+        "kind": "file" if path.is_file() else "directory",
+        "sha256": digest,
+        "bytes": sum(f.stat().st_size for f in files),
+    }
+
+
+def verify_run(run_dir: Path) -> dict[str, Any]:
+    """The manifest of a completed run whose outputs still match their recorded sha256."""
+    manifest = read_manifest(run_dir)
+    status = manifest.get("status")
+    if status != "completed":
+        raise QuarkError(
+            f"{run_dir}: run is '{status}', not completed; only completed runs can be used as inputs"
+        )
+    for output in manifest.get("outputs", []):
+        file = Path(run_dir) / output["path"]
+        if not file.is_file():
+            raise QuarkError(f"{file}: output recorded in the manifest is missing")
+        if sha256_file(file) != output["sha256"]:
+            raise QuarkError(
+                f"{file}: sha256 does not match the manifest (changed after the run completed); "
+                "rerun the step that made it"
+            )
+    return manifest
+
+
+class Run:
+    """One step's run directory. Steps write through `path()` and declare with `add_output()`."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any]) -> None:
+        self.dir = Path(directory)
+        self.manifest = manifest
+        self._declared: list[Path] = []
+        self._started = time.monotonic()
+
+    @classmethod
+    def open(
+        cls, directory: Path, cfg: DictConfig, inputs: list[dict[str, Any]], overrides: list[str]
+    ) -> Run:
+        """Create the manifest as `running`, with the verified inputs already recorded."""
+        directory = Path(directory).resolve()
+        existing = directory / MANIFEST
+        if existing.exists():
+            raise QuarkError(
+                f"{directory}: already holds a run; set hydra.run.dir to a new directory "
+                "(two launches in the same second share a timestamp)"
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        manifest: dict[str, Any] = {
+            "manifest_version": MANIFEST_VERSION,
+            "step": str(cfg.step.name),
+            "experiment": str(cfg.experiment_name),
+            "status": "running",
+            "error": None,
+            "started_at": now_iso(),
+            "ended_at": None,
+            "duration_s": None,
+            "run_dir": str(directory),
+            "config_hash": config_hash(cfg),
+            "overrides": list(overrides),
+            "seed": int(cfg.seed),
+            "inputs": inputs,
+            "outputs": [],
+            "outputs_digest": None,
+            "metrics": {},
+            "versions": library_versions(),
+            "git": git_state(Path(__file__).parent),
+            "host": host_facts(),
+        }
+        run = cls(directory, manifest)
+        run._write()
+        return run
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the run directory; its parent directories exist."""
+        target = self.dir.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def add_output(self, path: Path | str) -> Path:
+        """Declare a file or directory (inside the run directory) as an output of this run."""
+        target = Path(path) if Path(path).is_absolute() else self.dir / path
+        self._declared.append(target)
+        return target
+
+    def complete(self, metrics: dict[str, float]) -> None:
+        """Hash every declared output, then mark the run completed (atomically)."""
+        outputs = []
+        for declared in self._declared:
+            if not declared.exists():
+                raise RuntimeError(f"{declared}: declared as an output but never written")
+            for file in files_under(declared):
+                outputs.append(
+                    {
+                        "path": str(file.relative_to(self.dir)),
+                        "sha256": sha256_file(file),
+                        "bytes": file.stat().st_size,
+                    }
+                )
+        self.manifest["outputs"] = outputs
+        self.manifest["outputs_digest"] = sha256_json([(o["path"], o["sha256"]) for o in outputs])
+        self.manifest["metrics"] = {k: float(v) for k, v in metrics.items()}
+        self._end("completed")
+
+    def fail(self, error: BaseException) -> None:
+        message = " ".join(str(error).split()) or type(error).__name__
+        self.manifest["error"] = {"type": type(error).__name__, "message": message}
+        self._end("failed")
+
+    def _end(self, status: str) -> None:
+        self.manifest["status"] = status
+        self.manifest["ended_at"] = now_iso()
+        self.manifest["duration_s"] = round(time.monotonic() - self._started, 3)
+        self._write()
+
+    def _write(self) -> None:
+        write_json_atomic(self.dir / MANIFEST, self.manifest)
+
+
+def record_failure(
+    directory: Path, cfg: DictConfig, overrides: list[str], error: BaseException
+) -> None:
+    """Leave a `failed` manifest in a run directory whose step never started (bad config)."""
+    directory = Path(directory)
+    if (directory / MANIFEST).exists():
+        return
+    step = OmegaConf.select(cfg, "step.name", default=None, throw_on_resolution_failure=False)
+    experiment = OmegaConf.select(
+        cfg, "experiment_name", default=None, throw_on_resolution_failure=False
+    )
+    stamp = now_iso()
+    write_json_atomic(
+        directory / MANIFEST,
+        {
+            "manifest_version": MANIFEST_VERSION,
+            "step": step,
+            "experiment": experiment,
+            "status": "failed",
+            "error": {"type": type(error).__name__, "message": " ".join(str(error).split())},
+            "started_at": stamp,
+            "ended_at": stamp,
+            "duration_s": 0.0,
+            "run_dir": str(directory.resolve()),
+            "overrides": list(overrides),
+            "inputs": [],
+            "outputs": [],
+            "metrics": {},
+            "versions": library_versions(),
+            "host": host_facts(),
+        },
+    )

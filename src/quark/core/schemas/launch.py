@@ -1,0 +1,37 @@
+"""The top level of conf/launch.yaml: which keys exist and which schema checks each group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from quark.core.schemas.fields import pattern, ranged
+from quark.core.schemas.model import ModelSchema
+from quark.core.schemas.paths import PathsSchema
+from quark.core.schemas.pipeline import PipelineSchema
+from quark.core.schemas.steps import PlanStepSchema
+from quark.core.schemas.trainer import TrainerSchema
+
+
+@dataclass
+class TopLevelSchema:
+    experiment_name: str = pattern(
+        "demo", r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", "letters, digits, '_', '.', '-'"
+    )
+    seed: int = ranged(1234, ge=0)
+    # Run directories of earlier steps handed to this one (a pipeline fills it): step -> path.
+    inputs: dict[str, str] = field(default_factory=dict)
+
+
+GROUP_SCHEMAS: dict[str, type] = {
+    "model": ModelSchema,
+    "trainer": TrainerSchema,
+    "paths": PathsSchema,
+    "pipeline": PipelineSchema,
+}
+
+# One schema per built step; quark.steps.STEPS names the module that runs it.
+STEP_SCHEMAS: dict[str, type] = {
+    "plan": PlanStepSchema,
+}
+
+TOP_LEVEL_KEYS = ("step", *GROUP_SCHEMAS, *TopLevelSchema.__dataclass_fields__, "hydra")

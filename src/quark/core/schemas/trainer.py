@@ -1,0 +1,58 @@
+"""Schema of the `trainer` group: hardware layout, sharding strategy, precision and batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quark.core.errors import ConfigError
+from quark.core.schemas.fields import choice, ranged
+
+STRATEGIES = (
+    "single",
+    "ddp",
+    "fsdp",
+    "deepspeed_zero1",
+    "deepspeed_zero2",
+    "deepspeed_zero3",
+)
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
+ACCELERATORS = ("cpu", "gpu", "auto")
+
+
+@dataclass
+class TrainerSchema:
+    accelerator: str = choice("cpu", ACCELERATORS)
+    devices: int = ranged(1, ge=1)
+    num_nodes: int = ranged(1, ge=1)
+    strategy: str = choice("single", STRATEGIES)
+    precision: str = choice("32-true", PRECISIONS)
+    micro_batch_size: int = ranged(8, ge=1)
+    accumulate_grad_batches: int = ranged(1, ge=1)
+    gradient_checkpointing: bool = False
+    # DeepSpeed ZeRO-Offload / ZeRO-Infinity to host memory.
+    offload_optimizer: bool = False
+    offload_params: bool = False
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
+
+    def check(self) -> None:
+        if self.strategy == "single" and self.world_size > 1:
+            raise ConfigError(
+                "trainer.strategy",
+                f"'single' runs on one device but devices x num_nodes = {self.world_size}",
+                "use trainer=ddp, fsdp or a deepspeed option for several devices",
+            )
+        if self.offload_optimizer and not self.strategy.startswith("deepspeed"):
+            raise ConfigError(
+                "trainer.offload_optimizer",
+                f"needs a DeepSpeed strategy, not '{self.strategy}'",
+                "use trainer=deepspeed_zero2, deepspeed_zero3 or deepspeed_zero3_offload",
+            )
+        if self.offload_params and self.strategy != "deepspeed_zero3":
+            raise ConfigError(
+                "trainer.offload_params",
+                f"needs trainer.strategy=deepspeed_zero3, not '{self.strategy}'",
+                "parameter offload is a ZeRO-3 feature",
+            )

@@ -1,0 +1,57 @@
+"""`main(cfg)`: validate the config, open the run, dispatch to the step, close the run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from quark.core.run import Run, describe_input, record_failure
+from quark.core.schemas import validate
+from quark.steps import load_step
+
+log = logging.getLogger("quark")
+
+
+def main(cfg: DictConfig) -> dict[str, float]:
+    """Run the configured step, or the configured pipeline, in Hydra's run directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    if cfg.get("pipeline"):
+        from quark.pipeline import run_pipeline
+
+        return run_pipeline(cfg, run_dir, overrides)
+    try:
+        validate(cfg)
+    except Exception as exc:
+        record_failure(run_dir, cfg, overrides, exc)
+        raise
+    return run_step(cfg, run_dir, overrides)
+
+
+def step_inputs(cfg: DictConfig) -> list[dict[str, Any]]:
+    """The verified, hashed inputs the configured step declares."""
+    step = load_step(str(cfg.step.name))
+    declare = getattr(step, "inputs", None)
+    paths: list[Path] = declare(cfg) if declare else []
+    return [describe_input(p) for p in paths]
+
+
+def run_step(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, float]:
+    """Open a Run in `run_dir`, run the step in it, and close it as completed or failed."""
+    step = load_step(str(cfg.step.name))
+    run = Run.open(run_dir, cfg, inputs=step_inputs(cfg), overrides=overrides)
+    log.info("%s: run directory %s", cfg.step.name, run.dir)
+    try:
+        metrics = step.run(cfg, run)
+        run.complete(metrics)
+    except BaseException as exc:
+        run.fail(exc)
+        raise
+    log.info("%s completed in %.1f s: %s", cfg.step.name, run.manifest["duration_s"], run.dir)
+    return metrics

@@ -1,0 +1,162 @@
+"""Pipelines: several steps in one launch, in order, each in its own run directory.
+
+A stage whose config hash and input hashes match a completed run is reused, not recomputed; a
+failed stage stops the pipeline, and rerunning the same command continues from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from quark.core.errors import QuarkError, StepFailed
+from quark.core.files import write_json_atomic, write_text_atomic
+from quark.core.resolvers import unique_run_dir
+from quark.core.run import config_hash, now_iso
+from quark.core.runs import find_runs
+from quark.core.schemas import validate
+from quark.core.schemas.pipeline import PipelineSchema
+from quark.core.schemas.validation import check_group
+
+log = logging.getLogger("quark.pipeline")
+
+
+def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) -> dict[str, float]:
+    """Run every stage of cfg.pipeline; return the last stage's metrics."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    from quark.launch import run_step, step_inputs
+
+    pipeline = OmegaConf.to_object(check_group("pipeline", cfg.pipeline, PipelineSchema))
+    assert isinstance(pipeline, PipelineSchema)
+    # The command line wins over the pipeline's overrides, except for choosing the pipeline.
+    passed_on = [o for o in cli_overrides if not o.lstrip("+~").startswith("pipeline")]
+    record: dict[str, Any] = {
+        "pipeline": pipeline.name,
+        "started_at": now_iso(),
+        "status": "running",
+        "stages": [],
+    }
+    manifest_path = pipeline_dir / "pipeline.json"
+    handed: dict[str, str] = {}
+    metrics: dict[str, float] = {}
+    config_name = HydraConfig.get().job.config_name or "launch"
+
+    for index, stage in enumerate(pipeline.stages, start=1):
+        where = f"pipeline {pipeline.name}, stage {index} ({stage.step})"
+        overrides = [*pipeline.overrides, *stage.overrides, *passed_on, f"step={stage.step}"]
+        try:
+            stage_cfg = compose(config_name=config_name, overrides=overrides)
+            with open_dict(stage_cfg):
+                stage_cfg.pop("pipeline", None)
+                stage_cfg.inputs = dict(handed)
+            validate(stage_cfg)
+            inputs = step_inputs(stage_cfg)
+        except QuarkError as exc:
+            _stage_failed(record, manifest_path, index, stage.step, exc)
+            raise QuarkError(f"{where}: {exc}") from exc
+        except Exception as exc:
+            _stage_failed(record, manifest_path, index, stage.step, exc)
+            raise
+
+        entry: dict[str, Any] = {"index": index, "step": stage.step, "overrides": overrides}
+        reusable = _reusable_run(stage_cfg, inputs)
+        if reusable is not None:
+            log.info("%s: reused %s (same config and inputs)", where, reusable)
+            entry.update(status="reused", run_dir=str(reusable))
+            metrics = find_runs_metrics(reusable)
+        else:
+            run_dir = unique_run_dir(
+                Path(stage_cfg.paths.output_dir) / stage_cfg.experiment_name / stage.step
+            )
+            run_dir.mkdir(parents=True)
+            _write_hydra_files(run_dir, stage_cfg, overrides)
+            try:
+                metrics = run_step(stage_cfg, run_dir, overrides)
+            except Exception as exc:
+                _stage_failed(record, manifest_path, index, stage.step, exc, run_dir)
+                if isinstance(exc, QuarkError):
+                    raise QuarkError(f"{where}: {exc}") from exc
+                raise StepFailed(
+                    f"{where} failed: {exc}; rerun the same command to continue from this stage"
+                ) from exc
+            entry.update(status="completed", run_dir=str(run_dir))
+        record["stages"].append(entry)
+        write_json_atomic(manifest_path, record)
+        handed[stage.step] = entry["run_dir"]
+
+    record.update(status="completed", ended_at=now_iso())
+    write_json_atomic(manifest_path, record)
+    _print_summary(record)
+    return metrics
+
+
+def find_runs_metrics(run_dir: Path) -> dict[str, float]:
+    from quark.core.run import read_manifest
+
+    return dict(read_manifest(run_dir).get("metrics", {}))
+
+
+def _reusable_run(cfg: DictConfig, inputs: list[dict[str, Any]]) -> Path | None:
+    """The newest completed run of this step with the same config hash and input hashes."""
+    wanted_hash = config_hash(cfg)
+    wanted_inputs = sorted(i["sha256"] for i in inputs)
+    runs = find_runs(
+        cfg.paths.output_dir,
+        experiment=str(cfg.experiment_name),
+        step=str(cfg.step.name),
+        status="completed",
+    )
+    for record in reversed(runs):
+        manifest = record.manifest
+        if (
+            manifest.get("config_hash") == wanted_hash
+            and sorted(i["sha256"] for i in manifest.get("inputs", [])) == wanted_inputs
+        ):
+            return record.path
+    return None
+
+
+def _write_hydra_files(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
+    # The same .hydra/ files a direct launch leaves, so every run directory reads alike.
+    write_text_atomic(run_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
+    write_text_atomic(
+        run_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides))
+    )
+
+
+def _stage_failed(
+    record: dict[str, Any],
+    path: Path,
+    index: int,
+    step: str,
+    exc: BaseException,
+    run_dir: Path | None = None,
+) -> None:
+    record["stages"].append(
+        {
+            "index": index,
+            "step": step,
+            "status": "failed",
+            "run_dir": str(run_dir) if run_dir else None,
+            "error": " ".join(str(exc).split()),
+        }
+    )
+    record.update(status="failed", ended_at=now_iso())
+    write_json_atomic(path, record)
+
+
+def _print_summary(record: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Pipeline {record['pipeline']}", title_justify="left")
+    for column in ("stage", "step", "status", "run directory"):
+        table.add_column(column)
+    for stage in record["stages"]:
+        table.add_row(str(stage["index"]), stage["step"], stage["status"], stage["run_dir"] or "")
+    Console().print(table)

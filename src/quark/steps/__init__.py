@@ -1,0 +1,30 @@
+"""The steps Quark runs, one module each, imported only when their step runs.
+
+A step module provides:
+
+    def run(cfg: DictConfig, run: Run) -> dict[str, float]:
+        '''Do the step; write artifacts through `run`; return the headline metrics.'''
+
+and optionally
+
+    def inputs(cfg: DictConfig) -> list[Path]:
+        '''Files and run directories the step reads, verified and hashed before it starts.'''
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# Built steps in lifecycle order. The rest of the ten (DESIGN.md) join as they are built.
+STEPS: dict[str, str] = {
+    "plan": "quark.steps.plan",
+}
+
+
+def available_steps() -> list[str]:
+    return list(STEPS)
+
+
+def load_step(name: str) -> ModuleType:
+    return importlib.import_module(STEPS[name])
