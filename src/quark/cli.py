@@ -74,10 +74,11 @@ def list_runs(args: argparse.Namespace) -> int:
 
 
 def _print_table(rows: list[dict]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from quark.core.console import wide_console
+
+    console = wide_console()
     if not rows:
         console.print("no runs found")
         return

@@ -151,12 +151,13 @@ def _stage_failed(
 
 
 def _print_summary(record: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from quark.core.console import wide_console
 
     table = Table(title=f"Pipeline {record['pipeline']}", title_justify="left")
     for column in ("stage", "step", "status", "run directory"):
         table.add_column(column)
     for stage in record["stages"]:
         table.add_row(str(stage["index"]), stage["step"], stage["status"], stage["run_dir"] or "")
-    Console().print(table)
+    wide_console().print(table)

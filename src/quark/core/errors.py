@@ -96,6 +96,10 @@ def exit_cleanly(entry: Callable[[], Any]) -> NoReturn:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        # `launch.py --help | head`: the reader left; say nothing more (Python's own advice).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except BaseException as exc:
         if debug_enabled():
             traceback.print_exc()

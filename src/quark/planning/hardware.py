@@ -39,11 +39,8 @@ def local_cpu() -> Device:
     """
     cores = os.cpu_count() or 1
     text = _read("/proc/cpuinfo")
-    flags = (
-        set(re.search(r"^flags\s*:\s*(.*)$", text, re.M).group(1).split())
-        if "flags" in text
-        else set()
-    )
+    found = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+    flags = set(found.group(1).split()) if found else set()
     mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M)]
     ghz = (max(mhz) / 1000.0) if mhz else 2.5
     if "avx512f" in flags:

@@ -7,10 +7,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from quark.core.console import wide_console
+
 
 def print_plan(plan: dict[str, Any], console: Console | None = None) -> None:
-    # A pipe or log file gets a wide table instead of rich's 80-column fallback.
-    console = console or Console(width=None if Console().is_terminal else 132)
+    console = console or wide_console()
     model, params, compute = plan["model"], plan["parameters"], plan["compute"]
     hardware, time, memory = plan["hardware"], plan["time"], plan["memory"]
 

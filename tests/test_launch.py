@@ -1,0 +1,119 @@
+"""launch.py as a user meets it: bad input is one line on stderr, exit 2, no traceback, and the
+run directory records the failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import LaunchFn, manifests
+
+BAD_INPUT = [
+    # (overrides, words the one line must contain)
+    (["step=pretrain"], ["step=pretrain", "available", "plan"]),
+    (["model=nope"], ["model=nope", "llama_tiny"]),
+    (["model.hiden_size=3"], ["model.hiden_size", "no such key", "hidden_size"]),
+    (["+model.extra=1"], ["model.extra", "no such key"]),
+    (["+colour=red"], ["colour", "no such key"]),
+    (["trainer.devices=two"], ["trainer.devices", "'two'", "int"]),
+    (["trainer.devices=0"], ["trainer.devices", "out of range", ">= 1"]),
+    (["step.mfu=1.5"], ["step.mfu", "out of range", "<= 1"]),
+    (["trainer.precision=fp8"], ["trainer.precision", "'fp8'", "bf16-mixed"]),
+    (["model=llama_custom"], ["model.", "no value given"]),
+    (["model=hf"], ["model.name_or_path", "no value given"]),
+    (["model=hf", "model.name_or_path=/no/such/model"], ["model.name_or_path", "/no/such/model"]),
+    (["model.num_kv_heads=3"], ["model.num_kv_heads", "does not divide"]),
+    (["trainer=cpu", "trainer.devices=2"], ["trainer.strategy", "single"]),
+    (["trainer=ddp", "trainer.offload_params=true"], ["trainer.offload_params", "deepspeed_zero3"]),
+    (["step.seq_len=100000"], ["step.seq_len", "exceeds"]),
+    (["experiment_name=a/b"], ["experiment_name", "'a/b'"]),
+    (["pipeline=nope"], ["pipeline=nope", "capacity"]),
+    (["model.hidden_size=["], ["overrides look like"]),
+    (
+        ["model=hf", "model.name_or_path=${quark.latest:pretrain}"],
+        ["quark.latest:pretrain", "no completed 'pretrain' run"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "words"), BAD_INPUT, ids=[" ".join(o) for o, _ in BAD_INPUT])
+def test_bad_input_is_one_line_and_exit_2(
+    launch: LaunchFn, overrides: list[str], words: list[str]
+) -> None:
+    done = launch(*overrides)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ")
+    for word in words:
+        assert word in lines[0], f"{word!r} missing from: {lines[0]}"
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_quark_debug_adds_the_traceback(launch: LaunchFn) -> None:
+    done = launch("trainer.devices=0", env={"QUARK_DEBUG": "1"})
+    assert done.returncode == 2
+    assert "Traceback" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: trainer.devices")
+
+
+def test_a_config_error_is_recorded_as_a_failed_run(launch: LaunchFn, outputs: Path) -> None:
+    assert launch("trainer.devices=0").returncode == 2
+    [manifest] = manifests(outputs)
+    assert manifest["status"] == "failed"
+    assert "trainer.devices" in manifest["error"]["message"]
+    assert manifest["overrides"] == ["trainer.devices=0"]
+
+
+def test_the_embedded_default_runs(launch: LaunchFn, outputs: Path) -> None:
+    done = launch(check=True)
+    [manifest] = manifests(outputs)
+    assert manifest["status"] == "completed"
+    assert Path(manifest["run_dir"]).parent == outputs / "demo" / "plan"
+    assert "Plan: llama_tiny" in done.stdout
+
+
+def test_two_launches_in_one_second_get_their_own_run_directories(
+    launch: LaunchFn, outputs: Path
+) -> None:
+    launch(check=True)
+    launch(check=True)
+    launch(check=True)
+    runs = manifests(outputs)
+    assert len({m["run_dir"] for m in runs}) == 3
+    assert all(m["status"] == "completed" for m in runs)
+
+
+def test_cfg_job_prints_the_config_and_runs_nothing(launch: LaunchFn, outputs: Path) -> None:
+    done = launch("--cfg", "job", "model=llama_small", check=True)
+    assert "name: llama_small" in done.stdout
+    assert manifests(outputs) == []
+
+
+def test_help_lists_groups_and_examples(launch: LaunchFn) -> None:
+    done = launch("--help", check=True)
+    for text in (
+        "Quark",
+        "model: hf, llama_124m, llama_1b",
+        "step: plan",
+        "trainer: cpu",
+        "Examples",
+    ):
+        assert text in done.stdout
+
+
+def test_experiment_sets_its_own_experiment_name(launch: LaunchFn, outputs: Path) -> None:
+    launch("experiment=plan_llama_1b_h100x8", check=True)
+    [manifest] = manifests(outputs)
+    assert manifest["experiment"] == "llama_1b_h100x8"
+    assert Path(manifest["run_dir"]).is_relative_to(outputs / "llama_1b_h100x8" / "plan")
+
+
+def test_shell_completion_completes_group_options(launch: LaunchFn) -> None:
+    script = launch("--shell-completion", "install=bash", check=True)
+    assert "complete -o nospace -o default -F hydra_bash_completion" in script.stdout
+    done = launch("-sc", "query=bash", env={"COMP_LINE": "python launch.py model=llama_"})
+    assert done.returncode == 0, done.stderr
+    assert "model=llama_tiny" in done.stdout.split()
+    assert "model=llama_1b" in done.stdout.split()

@@ -1,0 +1,61 @@
+"""The command-line paths that do not train never import torch, lightning or transformers
+(each costs about 4 s here): --help, --cfg job, quark runs and step=plan."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+HEAVY = ("torch", "lightning", "transformers", "deepspeed")
+PROBE = """
+import atexit, runpy, sys
+def report():
+    heavy = [m for m in {heavy!r} if m in sys.modules]
+    sys.stderr.write("HEAVY=" + ",".join(heavy) + "\\n")
+atexit.register(report)
+sys.argv = {argv!r}
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def heavy_modules(script: str, argv: list[str], outputs: Path) -> list[str]:
+    code = PROBE.format(heavy=HEAVY, argv=[script, *argv], script=script)
+    env = {**os.environ, "QUARK_OUTPUT_DIR": str(outputs)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    line = [x for x in done.stderr.splitlines() if x.startswith("HEAVY=")][-1]
+    return [m for m in line.removeprefix("HEAVY=").split(",") if m]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["--cfg", "job"],
+        ["step=plan", "model=llama_1b", "trainer=deepspeed_zero3"],
+        ["pipeline=capacity"],
+    ],
+    ids=["help", "cfg-job", "plan", "pipeline-of-plans"],
+)
+def test_launch_paths_stay_light(argv: list[str], tmp_path: Path) -> None:
+    assert heavy_modules("launch.py", argv, tmp_path) == []
+
+
+def test_quark_runs_stays_light(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "launch.py"],
+        cwd=REPO,
+        env={**os.environ, "QUARK_OUTPUT_DIR": str(tmp_path)},
+        check=True,
+        capture_output=True,
+    )
+    cli = Path(__file__).resolve().parents[1] / "src" / "quark" / "cli.py"
+    assert heavy_modules(str(cli), ["runs", "--outputs", str(tmp_path)], tmp_path) == []

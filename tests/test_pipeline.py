@@ -1,0 +1,104 @@
+"""Pipelines: stages in order, each in its own run directory; reuse of completed stages; a failed
+stage stops the pipeline and a rerun continues from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import LaunchFn, manifests
+
+PIPELINE = """\
+name: two_plans
+run_subdir: pipeline/${{.name}}
+overrides: [step.hardware=H100]
+stages:
+  - step: plan
+    overrides: [model=llama_small]
+  - step: plan
+    overrides: [model=hf, "model.name_or_path={model_dir}"]
+"""
+
+
+@pytest.fixture
+def pipeline_conf(tmp_path: Path, hf_model_dir: Path) -> Path:
+    conf = tmp_path / "extra_conf"
+    (conf / "pipeline").mkdir(parents=True)
+    (conf / "pipeline" / "two_plans.yaml").write_text(PIPELINE.format(model_dir=hf_model_dir))
+    return conf
+
+
+def run_pipeline(launch: LaunchFn, conf: Path, *extra: str):
+    return launch("pipeline=two_plans", f"hydra.searchpath=[file://{conf}]", *extra)
+
+
+def pipeline_records(outputs: Path) -> list[dict]:
+    found = sorted((outputs / "demo" / "pipeline" / "two_plans").glob("*/pipeline.json"))
+    return [json.loads(p.read_text()) for p in found]
+
+
+def test_stages_run_in_order_then_are_reused(
+    launch: LaunchFn, outputs: Path, pipeline_conf: Path
+) -> None:
+    first = run_pipeline(launch, pipeline_conf)
+    assert first.returncode == 0, first.stderr
+    runs = [m for m in manifests(outputs) if m["step"] == "plan"]
+    assert [m["status"] for m in runs] == ["completed", "completed"]
+    assert (
+        runs[0]["metrics"]["params_total"] > runs[1]["metrics"]["params_total"]
+    )  # llama_small, then the tiny HF model
+    assert runs[1]["inputs"][0]["kind"] == "file"  # the HF config.json, hashed
+
+    second = run_pipeline(launch, pipeline_conf)
+    assert second.returncode == 0, second.stderr
+    record = pipeline_records(outputs)[-1]
+    assert [s["status"] for s in record["stages"]] == ["reused", "reused"]
+    assert [s["run_dir"] for s in record["stages"]] == [m["run_dir"] for m in runs]
+    assert "reused" in second.stdout
+    assert len([m for m in manifests(outputs) if m["step"] == "plan"]) == 2  # nothing recomputed
+
+
+def test_a_changed_input_or_override_is_recomputed(
+    launch: LaunchFn, outputs: Path, pipeline_conf: Path, hf_model_dir: Path
+) -> None:
+    assert run_pipeline(launch, pipeline_conf).returncode == 0
+    config = json.loads((hf_model_dir / "config.json").read_text())
+    config["num_hidden_layers"] = 4
+    (hf_model_dir / "config.json").write_text(json.dumps(config))
+    assert run_pipeline(launch, pipeline_conf).returncode == 0
+    assert [s["status"] for s in pipeline_records(outputs)[-1]["stages"]] == ["reused", "completed"]
+
+    # an override on the command line reaches every stage, so nothing matches
+    assert run_pipeline(launch, pipeline_conf, "step.mfu=0.5").returncode == 0
+    assert [s["status"] for s in pipeline_records(outputs)[-1]["stages"]] == [
+        "completed",
+        "completed",
+    ]
+
+
+def test_a_failed_stage_stops_the_pipeline_and_a_rerun_continues(
+    launch: LaunchFn, outputs: Path, pipeline_conf: Path, hf_model_dir: Path
+) -> None:
+    config_file = hf_model_dir / "config.json"
+    saved = config_file.read_text()
+    config_file.unlink()
+    failed = run_pipeline(launch, pipeline_conf)
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("error: pipeline two_plans, stage 2 (plan): model.name_or_path")
+    record = pipeline_records(outputs)[-1]
+    assert record["status"] == "failed"
+    assert [s["status"] for s in record["stages"]] == ["completed", "failed"]
+
+    config_file.write_text(saved)
+    rerun = run_pipeline(launch, pipeline_conf)
+    assert rerun.returncode == 0, rerun.stderr
+    assert [s["status"] for s in pipeline_records(outputs)[-1]["stages"]] == ["reused", "completed"]
+
+
+def test_the_shipped_pipeline_runs(launch: LaunchFn, outputs: Path) -> None:
+    done = launch("pipeline=capacity", check=True)
+    assert "Pipeline capacity" in done.stdout
+    plans = [m for m in manifests(outputs) if m["step"] == "plan"]
+    assert [m["status"] for m in plans] == ["completed", "completed"]
