@@ -59,7 +59,11 @@ class MemoryEstimate:
     optimizer: float
     # Transient buffers: gathered ZeRO-3/FSDP layers, autocast weight copies.
     working: float
+    # the optimizer step's temporaries (AdamW on one tensor at a time: two of the largest)
+    step_temporaries: float
     activations: float
+    # activations at micro-batch 1 and the increase per extra sample (they are affine in b)
+    activations_at_one: float
     activations_per_sample: float
     host_per_node: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -70,12 +74,33 @@ class MemoryEstimate:
 
     @property
     def total(self) -> float:
-        return self.model_states + self.activations
+        return self.total_at(self.layout.micro_batch_size)
+
+    def total_at(self, micro_batch: int) -> float:
+        """Peak bytes per device at a micro-batch size.
+
+        On one device gradients are freed after each optimizer step (set_to_none, Lightning's
+        default) and allocated during backward as activations are freed: the peak is the larger
+        of the two phases. Distributed strategies keep gradient buffers (DDP buckets, ZeRO
+        partitions) while activations live, so there everything adds up.
+        """
+        activations = self.activations_at_one + (micro_batch - 1) * self.activations_per_sample
+        resident = self.weights + self.optimizer + self.working
+        if self.layout.strategy == "single":
+            return resident + max(activations, self.gradients + self.step_temporaries)
+        return resident + self.gradients + self.step_temporaries + activations
 
     def max_micro_batch(self, budget_bytes: float) -> int:
-        """Largest micro-batch whose total fits `budget_bytes` (0 if not even the model states)."""
-        spare = budget_bytes - self.model_states
-        return max(0, int(spare // self.activations_per_sample)) if spare > 0 else 0
+        """Largest micro-batch whose total fits `budget_bytes` (0 if not even one sample)."""
+        if self.total_at(1) > budget_bytes:
+            return 0
+        low, high = 1, 2
+        while self.total_at(high) <= budget_bytes:
+            low, high = high, high * 2
+        while high - low > 1:  # total_at grows with the micro-batch: bisect
+            middle = (low + high) // 2
+            low, high = (middle, high) if self.total_at(middle) <= budget_bytes else (low, middle)
+        return low
 
 
 def estimate_memory(shape: LlamaShape, layout: Layout) -> MemoryEstimate:
@@ -139,17 +164,29 @@ def estimate_memory(shape: LlamaShape, layout: Layout) -> MemoryEstimate:
             # DDP's gradient buckets (25 MiB each) are views into .grad since bucket_view; small.
             notes.append("DDP replicates every state on every device")
 
-    per_sample = activation_bytes(
-        shape, 1, layout.seq_len, layout.precision, layout.gradient_checkpointing
-    )
+    # torch's AdamW on CPU (and without foreach) updates one tensor at a time with two fp32
+    # temporaries of its size; DeepSpeed's optimizers update in place.
+    if strategy.startswith("deepspeed"):
+        temporaries = 0.0
+    else:
+        temporaries = 2 * 4.0 * largest / (dp if strategy == "fsdp" else 1)
+
+    def activations_at(micro_batch: int) -> float:
+        return activation_bytes(
+            shape, micro_batch, layout.seq_len, layout.precision, layout.gradient_checkpointing
+        )
+
+    at_one = activations_at(1)
     return MemoryEstimate(
         layout=layout,
         weights=weights,
         gradients=grads,
         optimizer=optim,
         working=working,
-        activations=per_sample * layout.micro_batch_size,
-        activations_per_sample=per_sample,
+        step_temporaries=temporaries,
+        activations=activations_at(layout.micro_batch_size),
+        activations_at_one=at_one,
+        activations_per_sample=activations_at(2) - at_one,
         host_per_node=host,
         notes=notes,
     )
