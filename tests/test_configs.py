@@ -29,6 +29,11 @@ def composed(overrides: list[str]) -> DictConfig:
 
 # Options that need a value from the user before they compose into a valid config.
 REQUIRED = {
+    "data/text_files": lambda tmp: [f"data.sources.0.paths=[{tmp}/*.json]"],
+    "data/jsonl": lambda tmp: [f"data.sources.0.paths=[{tmp}/*.jsonl]"],
+    "data/parquet": lambda tmp: [f"data.sources.0.paths=[{tmp}/*.parquet]"],
+    "data/hf_dataset": lambda tmp: [f"data.sources.0.name_or_path={tmp}"],
+    "data/code_and_docs": lambda tmp: [f"data.sources.1.paths=[{tmp}/*.md]"],
     "model/hf": lambda tmp: [f"model.name_or_path={tmp}"],
     "model/llama_custom": lambda tmp: [
         "model.vocab_size=32000",

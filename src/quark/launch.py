@@ -38,14 +38,19 @@ def step_inputs(cfg: DictConfig) -> list[dict[str, Any]]:
     """The verified, hashed inputs the configured step declares."""
     step = load_step(str(cfg.step.name))
     declare = getattr(step, "inputs", None)
-    paths: list[Path] = declare(cfg) if declare else []
-    return [describe_input(p) for p in paths]
+    declared: list[Path | dict[str, Any]] = declare(cfg) if declare else []
+    return [item if isinstance(item, dict) else describe_input(item) for item in declared]
 
 
 def run_step(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, float]:
     """Open a Run in `run_dir`, run the step in it, and close it as completed or failed."""
     step = load_step(str(cfg.step.name))
-    run = Run.open(run_dir, cfg, inputs=step_inputs(cfg), overrides=overrides)
+    try:
+        inputs = step_inputs(cfg)
+    except Exception as exc:
+        record_failure(run_dir, cfg, overrides, exc)
+        raise
+    run = Run.open(run_dir, cfg, inputs=inputs, overrides=overrides)
     log.info("%s: run directory %s", cfg.step.name, run.dir)
     try:
         metrics = step.run(cfg, run)

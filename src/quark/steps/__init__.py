@@ -7,8 +7,9 @@ A step module provides:
 
 and optionally
 
-    def inputs(cfg: DictConfig) -> list[Path]:
-        '''Files and run directories the step reads, verified and hashed before it starts.'''
+    def inputs(cfg: DictConfig) -> list[Path | dict]:
+        '''Files and run directories the step reads (or records already describing them),
+        verified and hashed before it starts.'''
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from types import ModuleType
 # Built steps in lifecycle order. The rest of the ten (DESIGN.md) join as they are built.
 STEPS: dict[str, str] = {
     "plan": "quark.steps.plan",
+    "data": "quark.steps.data",
 }
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from quark.core.schemas.data import DataSchema
 from quark.core.schemas.fields import pattern, ranged
 from quark.core.schemas.model import ModelSchema
 from quark.core.schemas.paths import PathsSchema
 from quark.core.schemas.pipeline import PipelineSchema
-from quark.core.schemas.steps import PlanStepSchema
+from quark.core.schemas.steps import DataStepSchema, PlanStepSchema
 from quark.core.schemas.trainer import TrainerSchema
 
 
@@ -23,6 +24,7 @@ class TopLevelSchema:
 
 
 GROUP_SCHEMAS: dict[str, type] = {
+    "data": DataSchema,
     "model": ModelSchema,
     "trainer": TrainerSchema,
     "paths": PathsSchema,
@@ -32,6 +34,7 @@ GROUP_SCHEMAS: dict[str, type] = {
 # One schema per built step; quark.steps.STEPS names the module that runs it.
 STEP_SCHEMAS: dict[str, type] = {
     "plan": PlanStepSchema,
+    "data": DataStepSchema,
 }
 
 TOP_LEVEL_KEYS = ("step", *GROUP_SCHEMAS, *TopLevelSchema.__dataclass_fields__, "hydra")

@@ -25,3 +25,10 @@ class PlanStepSchema:
     device_memory_gb: float | None = ranged(None, gt=0)
     # Share of device memory the planner may fill (the rest: CUDA context, allocator slack).
     usable_memory_fraction: float = ranged(0.9, gt=0, le=1)
+
+
+@dataclass
+class DataStepSchema:
+    name: str = "data"
+    # a histogram of document lengths (tokens) in the data card
+    histogram_bins: int = ranged(50, ge=1)

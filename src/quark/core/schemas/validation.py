@@ -116,8 +116,17 @@ def check_group(prefix: str, node: Any, schema: type) -> DictConfig:
 
 
 def _check_rules(node: DictConfig, schema: type, key_of: typing.Callable[[object], str]) -> None:
+    hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         value = node[f.name]
+        nested = _dataclass_in(hints.get(f.name))
+        if nested is not None and value is not None:
+            # a nested section, or a list of them: check their rules under their own keys
+            items = list(enumerate(value)) if OmegaConf.is_list(value) else [(None, value)]
+            for index, item in items:
+                sub = f"{f.name}.{index}" if index is not None else f.name
+                _check_rules(item, nested, _prefixed(key_of, sub))
+            continue
         rules = f.metadata
         if value is None or not rules:
             continue
@@ -142,6 +151,24 @@ def _check_rules(node: DictConfig, schema: type, key_of: typing.Callable[[object
             raise ConfigError(
                 key, f"'{value}' is not allowed", f"allowed: {rules['pattern_description']}"
             )
+
+
+def _prefixed(key_of: typing.Callable[[object], str], sub: str) -> typing.Callable[[object], str]:
+    def nested_key(key: object) -> str:
+        return key_of(f"{sub}.{key}")
+
+    return nested_key
+
+
+def _dataclass_in(hint: object) -> type | None:
+    """The dataclass a field holds (directly or as list items), or None."""
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return hint
+    for arg in typing.get_args(hint):
+        found = _dataclass_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _range_text(bounds: list[tuple[str, float]]) -> str:
