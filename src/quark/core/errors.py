@@ -24,11 +24,19 @@ class ConfigError(QuarkError):
     """A config value that is missing, unknown, of the wrong type or out of range."""
 
     def __init__(self, key: str, problem: str, allowed: str | None = None) -> None:
+        key = override_key(key)
         self.key = key
         self.problem = problem
         self.allowed = allowed
         message = f"{key}: {problem}" + (f"; {allowed}" if allowed else "")
         super().__init__(message)
+
+
+def override_key(key: str) -> str:
+    """A config key as the command line writes it: OmegaConf's `a.b[0].c` is `a.b.0.c`."""
+    import re
+
+    return re.sub(r"\[(\d+)\]", r".\1", str(key))
 
 
 def debug_enabled() -> bool:

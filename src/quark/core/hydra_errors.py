@@ -56,7 +56,7 @@ def _composition(exc: ConfigCompositionException) -> str:
     if override:
         key = override.group(1)
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
-            return f"{key}: no such key; {_allowed_keys_hint(key)}"
+            return _unknown_key(key)
         if cause is not None:
             return f"{key}: {_first_line(cause)}"
     if "Could not append to config" in text and isinstance(cause, Exception):
@@ -64,15 +64,19 @@ def _composition(exc: ConfigCompositionException) -> str:
     return _first_line(exc)
 
 
-def _allowed_keys_hint(key: str) -> str:
+def _unknown_key(key: str) -> str:
     from quark.core.schemas import allowed_keys
 
-    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    parent, _, name = key.rpartition(".")
     keys = allowed_keys(parent)
-    where = parent or "the top level"
+    if name in keys:
+        # the schema knows the key, but the chosen option leaves it out
+        return (
+            f"{key}: not set by the chosen {parent.split('.')[0]} option; add it with +{key}=VALUE"
+        )
     if keys:
-        return f"keys allowed in {where}: {', '.join(keys)}"
-    return f"use +{key}=... only where the schema allows a new key"
+        return f"{key}: no such key; keys allowed in {parent or 'the top level'}: {', '.join(keys)}"
+    return f"{key}: no such key"
 
 
 def _full_key(exc: BaseException) -> str:

@@ -85,10 +85,13 @@ class MemoryEstimate:
         partitions) while activations live, so there everything adds up.
         """
         activations = self.activations_at_one + (micro_batch - 1) * self.activations_per_sample
-        resident = self.weights + self.optimizer + self.working
+        resident = self.weights + self.optimizer
+        # working buffers (autocast copies, gathered layers) live during forward and backward
         if self.layout.strategy == "single":
-            return resident + max(activations, self.gradients + self.step_temporaries)
-        return resident + self.gradients + self.step_temporaries + activations
+            return resident + max(
+                activations + self.working, self.gradients + self.step_temporaries
+            )
+        return resident + self.working + self.gradients + self.step_temporaries + activations
 
     def max_micro_batch(self, budget_bytes: float) -> int:
         """Largest micro-batch whose total fits `budget_bytes` (0 if not even one sample)."""

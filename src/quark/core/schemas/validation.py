@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
 
-from quark.core.errors import ConfigError
+from quark.core.errors import ConfigError, override_key
 
 
 def validate(cfg: DictConfig) -> None:
@@ -49,18 +49,27 @@ def validate(cfg: DictConfig) -> None:
 
 
 def allowed_keys(path: str) -> list[str]:
-    """The keys the schema allows under `path` ('' is the top level), or [] if unknown."""
+    """The keys the schema allows under `path` ('' is the top level, `data.tokenizer` a nested
+    section), or [] if unknown."""
     from quark.core.schemas.launch import GROUP_SCHEMAS, STEP_SCHEMAS, TOP_LEVEL_KEYS
 
     if path == "":
         return list(TOP_LEVEL_KEYS)
     if path == "step":
         names: set[str] = set()
-        for schema in STEP_SCHEMAS.values():
-            names.update(f.name for f in dataclasses.fields(schema))
+        for step_schema in STEP_SCHEMAS.values():
+            names.update(f.name for f in dataclasses.fields(step_schema))
         return sorted(names)
-    group_schema = GROUP_SCHEMAS.get(path)
-    return [f.name for f in dataclasses.fields(group_schema)] if group_schema else []
+    group, *rest = override_key(path).split(".")
+    schema: type | None = GROUP_SCHEMAS.get(group)
+    for part in rest:
+        if schema is None:
+            return []
+        if part.isdigit():
+            continue  # an item of a list of sections
+        hint = typing.get_type_hints(schema).get(part)
+        schema = _dataclass_in(hint)
+    return [f.name for f in dataclasses.fields(schema)] if schema else []
 
 
 def _step_name(cfg: DictConfig, step_schemas: dict[str, type]) -> str:
