@@ -37,7 +37,7 @@ def test_trained_tokenizer_loads_in_transformers_and_round_trips(tmp_path: Path)
 
 
 def test_a_vocabulary_too_small_for_the_specials_is_refused() -> None:
-    with pytest.raises(ConfigError, match="data.tokenizer.vocab_size"):
+    with pytest.raises(ConfigError, match=r"data\.tokenizer\.vocab_size"):
         train_tokenizer(iter(TEXTS), SimpleNamespace(**{**vars(SPEC), "vocab_size": 100}))
 
 
