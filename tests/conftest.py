@@ -35,6 +35,17 @@ def outputs(tmp_path: Path) -> Path:
     return path
 
 
+# model=llama_custom sized like Mistral 7B, every size on the command line
+MISTRAL_7B_SIZES = [
+    "model.vocab_size=32000",
+    "model.hidden_size=4096",
+    "model.num_layers=32",
+    "model.num_heads=32",
+    "model.num_kv_heads=8",
+    "model.intermediate_size=14336",
+    "model.max_seq_len=8192",
+]
+
 LaunchFn = Callable[..., subprocess.CompletedProcess]
 
 

@@ -13,7 +13,7 @@ from quark.core.resolvers import register_resolvers
 from quark.core.schemas import validate
 from quark.steps import available_steps
 
-from .conftest import CONF
+from .conftest import CONF, MISTRAL_7B_SIZES
 
 register_resolvers()
 
@@ -35,15 +35,7 @@ REQUIRED = {
     "data/hf_dataset": lambda tmp: [f"data.sources.0.name_or_path={tmp}"],
     "data/code_and_docs": lambda tmp: [f"data.sources.1.paths=[{tmp}/*.md]"],
     "model/hf": lambda tmp: [f"model.name_or_path={tmp}"],
-    "model/llama_custom": lambda tmp: [
-        "model.vocab_size=32000",
-        "model.hidden_size=4096",
-        "model.num_layers=32",
-        "model.num_heads=32",
-        "model.num_kv_heads=8",
-        "model.intermediate_size=14336",
-        "model.max_seq_len=8192",
-    ],
+    "model/llama_custom": lambda tmp: MISTRAL_7B_SIZES,
 }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from quark.core.files import sha256_file
 
-from ..conftest import LaunchFn, manifests
+from ..conftest import MISTRAL_7B_SIZES, LaunchFn, manifests
 
 
 def test_plan_writes_plan_json_and_headline_metrics(launch: LaunchFn, outputs: Path) -> None:
@@ -82,15 +82,7 @@ def test_an_hf_model_directory_is_planned_and_its_config_recorded(
 
 
 def test_explicit_sizes_plan_any_llama(launch: LaunchFn, outputs: Path) -> None:
-    sizes = [
-        "model.vocab_size=32000",
-        "model.hidden_size=4096",
-        "model.num_layers=32",
-        "model.num_heads=32",
-        "model.num_kv_heads=8",
-        "model.intermediate_size=14336",
-        "model.max_seq_len=8192",
-    ]
+    sizes = MISTRAL_7B_SIZES
     launch(
         "model=llama_custom",
         *sizes,

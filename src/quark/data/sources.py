@@ -66,18 +66,19 @@ def read_source(spec: Any, stats: SourceStats) -> Iterator[Document]:
     if kind == "stdlib_code":
         yield from _files(stdlib_files(), stats, root=Path(sysconfig.get_paths()["stdlib"]))
     elif kind == "text_files":
-        yield from _files(_glob(spec, stats.name), stats, root=None)
+        yield from _files(matching_files(spec, stats.name), stats, root=None)
     elif kind == "jsonl":
-        yield from _jsonl(_glob(spec, stats.name), str(spec.text_field), stats)
+        yield from _jsonl(matching_files(spec, stats.name), str(spec.text_field), stats)
     elif kind == "parquet":
-        yield from _parquet(_glob(spec, stats.name), str(spec.text_field), stats)
+        yield from _parquet(matching_files(spec, stats.name), str(spec.text_field), stats)
     elif kind == "hf_dataset":
         yield from _hf_dataset(spec, stats)
     else:  # the schema allows only the kinds above
         raise QuarkError(f"{stats.name}.type: unknown source kind '{kind}'")
 
 
-def _glob(spec: Any, key: str) -> list[Path]:
+def matching_files(spec: Any, key: str) -> list[Path]:
+    """Files matching a source's `paths` globs, sorted per glob; an error for a glob matching none."""
     patterns = list(spec.paths or [])
     if not patterns:
         raise QuarkError(

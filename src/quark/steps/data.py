@@ -27,7 +27,7 @@ from quark.core.run import Run
 from quark.data.card import write_card
 from quark.data.cleaning import normalize, rejection
 from quark.data.dedup import Deduplicator
-from quark.data.sources import SourceStats, read_source, stdlib_files
+from quark.data.sources import SourceStats, matching_files, read_source, stdlib_files
 
 TASK_KINDS = ("arithmetic_sft", "arithmetic_prefs")
 
@@ -48,9 +48,7 @@ def inputs(cfg: DictConfig) -> list[Path | dict[str, Any]]:
             if source.name_or_path and Path(str(source.name_or_path)).expanduser().exists():
                 found.append(Path(str(source.name_or_path)).expanduser())
         else:
-            from quark.data.sources import _glob
-
-            found.append(_corpus_record(key, str(source.type), None, _glob(source, key)))
+            found.append(_corpus_record(key, str(source.type), None, matching_files(source, key)))
     if cfg.data.tokenizer.path:
         from quark.data.tokenizer import load_tokenizer
 
