@@ -41,7 +41,13 @@ def throughput(rounds: int) -> None:
 
     texts = stdlib_texts()
     megabytes = sum(len(t.encode()) for t in texts) / 1e6
-    spec = SimpleNamespace(vocab_size=8192, min_frequency=2, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>")
+    spec = SimpleNamespace(
+        vocab_size=8192,
+        min_frequency=2,
+        bos_token="<|bos|>",
+        eos_token="<|eos|>",
+        pad_token="<|pad|>",
+    )
     tokenizer = train_tokenizer(iter(texts), spec)
     eos = tokenizer.token_to_id("<|eos|>")
     batch = 512
@@ -56,7 +62,9 @@ def throughput(rounds: int) -> None:
     def packed() -> float:
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            writer = TokenShardWriter(Path(out), tokenizer, eos, tokenizer.get_vocab_size(), pack, seed=0)
+            writer = TokenShardWriter(
+                Path(out), tokenizer, eos, tokenizer.get_vocab_size(), pack, seed=0
+            )
             for index, text in enumerate(texts):
                 writer.add(str(index), text)
             writer.close()
@@ -67,8 +75,13 @@ def throughput(rounds: int) -> None:
     for _ in range(rounds):
         raw_times.append(raw())
         packed_times.append(packed())
-    raw_rate, packed_rate = megabytes / statistics.median(raw_times), megabytes / statistics.median(packed_times)
-    print(f"corpus: stdlib_code, {len(texts)} documents, {megabytes:.1f} MB; batch {batch}; RAYON_NUM_THREADS={os.environ['RAYON_NUM_THREADS']}; {rounds} rounds alternating")
+    raw_rate, packed_rate = (
+        megabytes / statistics.median(raw_times),
+        megabytes / statistics.median(packed_times),
+    )
+    print(
+        f"corpus: stdlib_code, {len(texts)} documents, {megabytes:.1f} MB; batch {batch}; RAYON_NUM_THREADS={os.environ['RAYON_NUM_THREADS']}; {rounds} rounds alternating"
+    )
     print(f"raw Tokenizer.encode_batch: {raw_rate:.2f} MB/s (median)")
     print(f"quark tokenize-and-pack:    {packed_rate:.2f} MB/s (median)")
     print(f"ratio: {packed_rate / raw_rate:.3f} (target >= 0.8)")
@@ -97,9 +110,22 @@ def peak_rss_mb(corpus: Path, outputs: Path) -> tuple[float, float]:
         "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, time.time() - start)"
     )
-    command = [sys.executable, "launch.py", "step=data", "data=text_files", f"data.sources.0.paths=[{corpus}/**/*.py]"]
+    command = [
+        sys.executable,
+        "launch.py",
+        "step=data",
+        "data=text_files",
+        f"data.sources.0.paths=[{corpus}/**/*.py]",
+    ]
     env = {**os.environ, "QUARK_OUTPUT_DIR": str(outputs)}
-    done = subprocess.run([sys.executable, "-c", probe, *command], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *command],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rss, seconds = done.stdout.split()
     return float(rss), float(seconds)
 
