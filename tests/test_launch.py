@@ -117,3 +117,16 @@ def test_shell_completion_completes_group_options(launch: LaunchFn) -> None:
     assert done.returncode == 0, done.stderr
     assert "model=llama_tiny" in done.stdout.split()
     assert "model=llama_1b" in done.stdout.split()
+
+
+def test_a_sweep_gives_each_job_its_run_directory_and_a_bad_job_does_not_stop_the_others(
+    launch: LaunchFn, outputs: Path
+) -> None:
+    done = launch("-m", "trainer.devices=0,1", "model=llama_tiny,llama_small")
+    assert done.returncode == 2  # the worst job's status
+    assert done.stderr.count("error: trainer.devices: 0 is out of range") == 2
+    runs = manifests(outputs)
+    assert sorted(m["status"] for m in runs) == ["completed", "completed", "failed", "failed"]
+    sweep = {Path(m["run_dir"]).parent for m in runs}
+    assert len(sweep) == 1 and next(iter(sweep)).parent == outputs / "demo" / "plan" / "multirun"
+    assert sorted(Path(m["run_dir"]).name for m in runs) == ["0", "1", "2", "3"]
