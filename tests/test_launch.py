@@ -11,7 +11,7 @@ from .conftest import LaunchFn, manifests
 
 BAD_INPUT = [
     # (overrides, words the one line must contain)
-    (["step=pretrain"], ["step=pretrain", "available", "data, plan"]),
+    (["step=finetune"], ["step=finetune", "available", "data, plan, pretrain"]),
     (["model=nope"], ["model=nope", "llama_tiny"]),
     (["model.hiden_size=3"], ["model.hiden_size", "no such key", "hidden_size"]),
     (["+model.extra=1"], ["model.extra", "no such key"]),
@@ -96,7 +96,7 @@ def test_help_lists_groups_and_examples(launch: LaunchFn) -> None:
     for text in (
         "Quark",
         "model: hf, llama_124m, llama_1b",
-        "step: data, plan",
+        "step: data, plan, pretrain",
         "trainer: cpu",
         "Examples",
     ):

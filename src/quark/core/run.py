@@ -171,6 +171,11 @@ class Run:
         self._declared.append(target)
         return target
 
+    def update(self, **fields: Any) -> None:
+        """Record step-specific facts in the manifest now (atomically), e.g. what it resumed from."""
+        self.manifest.update(fields)
+        self._write()
+
     def complete(self, metrics: dict[str, float]) -> None:
         """Hash every declared output, then mark the run completed (atomically)."""
         outputs = []

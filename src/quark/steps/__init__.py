@@ -21,6 +21,7 @@ from types import ModuleType
 STEPS: dict[str, str] = {
     "plan": "quark.steps.plan",
     "data": "quark.steps.data",
+    "pretrain": "quark.steps.pretrain",
 }
 
 

@@ -9,7 +9,7 @@ from quark.core.schemas.fields import pattern, ranged
 from quark.core.schemas.model import ModelSchema
 from quark.core.schemas.paths import PathsSchema
 from quark.core.schemas.pipeline import PipelineSchema
-from quark.core.schemas.steps import DataStepSchema, PlanStepSchema
+from quark.core.schemas.steps import DataStepSchema, PlanStepSchema, PretrainStepSchema
 from quark.core.schemas.trainer import TrainerSchema
 
 
@@ -35,6 +35,7 @@ GROUP_SCHEMAS: dict[str, type] = {
 STEP_SCHEMAS: dict[str, type] = {
     "plan": PlanStepSchema,
     "data": DataStepSchema,
+    "pretrain": PretrainStepSchema,
 }
 
 TOP_LEVEL_KEYS = ("step", *GROUP_SCHEMAS, *TopLevelSchema.__dataclass_fields__, "hydra")

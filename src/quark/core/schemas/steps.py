@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quark.core.schemas.fields import choice, ranged
 
@@ -32,3 +32,30 @@ class DataStepSchema:
     name: str = "data"
     # a histogram of document lengths (tokens) in the data card
     histogram_bins: int = ranged(50, ge=1)
+
+
+@dataclass
+class OptimSchema:
+    lr: float = ranged(3e-3, gt=0)
+    weight_decay: float = ranged(0.1, ge=0)
+    beta1: float = ranged(0.9, ge=0, lt=1)
+    beta2: float = ranged(0.95, ge=0, lt=1)
+    warmup_steps: int = ranged(20, ge=0)
+    # the cosine decays to this fraction of lr
+    min_lr_ratio: float = ranged(0.1, ge=0, le=1)
+
+
+@dataclass
+class PretrainStepSchema:
+    name: str = "pretrain"
+    # a data run directory; null: the newest completed data run of this experiment
+    data_dir: str | None = None
+    seq_len: int = ranged(256, ge=1)
+    max_steps: int = ranged(200, ge=1)
+    val_every_n_steps: int = ranged(50, ge=1)
+    val_batches: int = ranged(8, ge=1)
+    checkpoint_every_n_steps: int = ranged(100, ge=1)
+    grad_clip: float = ranged(1.0, ge=0)
+    # null: start fresh; auto: continue the newest unfinished run of this config; or a .ckpt path
+    resume: str | None = None
+    optim: OptimSchema = field(default_factory=OptimSchema)

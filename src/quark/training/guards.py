@@ -1,0 +1,43 @@
+"""Stops training before a non-finite step reaches a checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from quark.core.errors import StepFailed
+
+
+class DivergenceGuard(L.Callback):
+    """Raises when gradients or weights stop being finite, so no checkpoint ever holds them.
+
+    Put it before ModelCheckpoint: callbacks run in list order, so a bad step raises here before
+    the checkpoint callback would save it; the newest checkpoint on disk stays the last good one.
+    """
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, module: L.LightningModule, optimizer: Any
+    ) -> None:
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if (
+            grads
+            and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all()
+        ):
+            raise StepFailed(
+                f"gradients are not finite at step {trainer.global_step}; the last good checkpoint is kept"
+            )
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if not all(torch.isfinite(p).all() for p in module.parameters()):
+            raise StepFailed(
+                f"weights are not finite after step {trainer.global_step}; the last good checkpoint is kept"
+            )

@@ -1,0 +1,86 @@
+"""The LightningModule around a Hugging Face causal LM: loss, perplexity, optimizer, schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from quark.core.errors import StepFailed
+
+
+class CausalLMModule(L.LightningModule):
+    """Next-token training of `model` with AdamW, warmup and cosine decay."""
+
+    def __init__(self, model: torch.nn.Module, optim: DictConfig, flops_per_token: float) -> None:
+        super().__init__()
+        self.model = model
+        self.optim = optim
+        self.flops_per_token = flops_per_token
+        self.val_losses: list[torch.Tensor] = []
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=tokens).logits
+
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        logits = self.model(input_ids=inputs).logits
+        return torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1)
+        )
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        if not torch.isfinite(loss):
+            # the last checkpoint on disk is the last good one: stop before stepping on it
+            raise StepFailed(
+                f"training loss is not finite ({loss.item()}) at step {self.global_step}; the last good checkpoint is kept"
+            )
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        loss = self.loss(batch)
+        self.val_losses.append(loss.detach())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.val_losses:
+            return
+        loss = torch.stack(self.val_losses).mean()
+        self.val_losses.clear()
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/ppl", torch.exp(loss))
+
+    def configure_optimizers(self) -> Any:
+        # no weight decay on norms and biases (1-D tensors)
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": float(self.optim.weight_decay)},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=float(self.optim.lr),
+            betas=(float(self.optim.beta1), float(self.optim.beta2)),
+        )
+        warmup, total, floor = (
+            int(self.optim.warmup_steps),
+            int(self.trainer.max_steps),
+            float(self.optim.min_lr_ratio),
+        )
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,191 @@
+"""step=pretrain on a tiny model and corpus: loss falls, checkpoints resume exactly, the HF
+export reproduces the logits, bad input is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ..conftest import LaunchFn, manifests
+
+TINY_MODEL = [
+    "model.vocab_size=600",
+    "model.hidden_size=64",
+    "model.num_layers=2",
+    "model.num_heads=4",
+    "model.num_kv_heads=2",
+    "model.intermediate_size=172",
+    "model.max_seq_len=128",
+]
+TRAIN = [
+    "step=pretrain",
+    *TINY_MODEL,
+    "step.seq_len=32",
+    "step.max_steps=12",
+    "step.val_every_n_steps=4",
+    "step.val_batches=2",
+    "step.checkpoint_every_n_steps=4",
+    "step.optim.warmup_steps=2",
+    "step.optim.lr=1e-2",
+    "trainer.micro_batch_size=4",
+]
+
+
+@pytest.fixture
+def data_run(launch: LaunchFn, outputs: Path, tmp_path: Path) -> Path:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(30):
+        words = " ".join(
+            f"item{i % 7} has value {j * i % 13} and colour {['red', 'blue', 'green'][j % 3]}"
+            for j in range(40)
+        )
+        (corpus / f"{i}.txt").write_text(words)
+    launch(
+        "step=data",
+        "data=text_files",
+        f"data.sources.0.paths=[{corpus}/*.txt]",
+        "data.tokenizer.vocab_size=600",
+        "data.dedup.near=false",
+        "data.pack.val_fraction=0.2",
+        check=True,
+    )
+    [manifest] = manifests(outputs)
+    return Path(manifest["run_dir"])
+
+
+def pretrain_runs(outputs: Path) -> list[dict]:
+    return [m for m in manifests(outputs) if m["step"] == "pretrain"]
+
+
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.slow
+def test_pretrain_learns_checkpoints_and_exports(
+    launch: LaunchFn, outputs: Path, data_run: Path
+) -> None:
+    done = launch(*TRAIN, check=True)
+    [manifest] = pretrain_runs(outputs)
+    run_dir = Path(manifest["run_dir"])
+    assert manifest["inputs"][0]["path"] == str(data_run) and manifest["inputs"][0]["kind"] == "run"
+    metrics = manifest["metrics"]
+    assert metrics["steps"] == 12 and metrics["hf_max_logit_diff"] == 0.0
+    rows = [r for r in (run_dir / "logs" / "metrics.csv").read_text().splitlines()[1:]]
+    header = (run_dir / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
+    val = [
+        float(r.split(",")[header.index("val/loss")])
+        for r in rows
+        if r.split(",")[header.index("val/loss")]
+    ]
+    assert len(val) >= 3 and val[-1] < val[0] - 0.5  # validation loss falls
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "last.ckpt",
+        "step_000004.ckpt",
+        "step_000008.ckpt",
+        "step_000012.ckpt",
+    ]
+    assert "hf export" in done.stdout
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "hf").eval()
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "hf")
+    ids = torch.tensor([tokenizer.encode("item3 has value 4 and colour red")])
+    trained = {
+        k.removeprefix("model."): v
+        for k, v in weights(run_dir / "checkpoints" / "last.ckpt").items()
+    }
+    from quark.models.llama import build_llama
+
+    reference = build_llama(
+        **{k.split("=")[0].removeprefix("model."): int(k.split("=")[1]) for k in TINY_MODEL}
+    )
+    reference.load_state_dict(trained)
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, reference.eval()(input_ids=ids).logits)
+
+
+@pytest.mark.slow
+def test_resuming_from_a_checkpoint_reaches_the_same_weights(
+    launch: LaunchFn, outputs: Path, data_run: Path
+) -> None:
+    launch(*TRAIN, check=True)
+    [straight] = pretrain_runs(outputs)
+    middle = Path(straight["run_dir"]) / "checkpoints" / "step_000004.ckpt"
+    launch(*TRAIN, f"step.resume={middle}", check=True)
+    resumed = pretrain_runs(outputs)[-1]
+    assert resumed["resumed_from"] == str(middle)
+    a = weights(Path(straight["run_dir"]) / "checkpoints" / "last.ckpt")
+    b = weights(Path(resumed["run_dir"]) / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name  # optimizer, schedule and data position restored
+
+
+@pytest.mark.slow
+def test_resume_auto_continues_the_unfinished_run_of_the_same_config(
+    launch: LaunchFn, outputs: Path, data_run: Path
+) -> None:
+    launch(*TRAIN, check=True)
+    [first] = pretrain_runs(outputs)
+    # make it look killed: running, not completed, with its checkpoints on disk
+    manifest_path = Path(first["run_dir"]) / "manifest.json"
+    manifest_path.write_text(json.dumps({**first, "status": "running"}))
+    launch(*TRAIN, "step.resume=auto", check=True)
+    resumed = pretrain_runs(outputs)[-1]
+    assert resumed["resumed_from"] == str(Path(first["run_dir"]) / "checkpoints" / "last.ckpt")
+    # a different config does not match
+    launch(*TRAIN, "step.optim.lr=5e-3", "step.resume=auto", check=True)
+    assert pretrain_runs(outputs)[-1]["resumed_from"] is None
+
+
+BAD = [
+    (["model.vocab_size=200"], "model.vocab_size: 200 is smaller than the data run's tokenizer"),
+    (["step.seq_len=200"], "step.seq_len: 200 exceeds model.max_seq_len=128"),
+    (["trainer=ddp"], "trainer: strategy 'ddp' is not built for training yet"),
+    (["step.resume=/no/such.ckpt"], "step.resume: /no/such.ckpt is not a checkpoint file"),
+]
+
+
+@pytest.mark.slow
+def test_bad_training_input_is_one_line_and_exit_2(
+    launch: LaunchFn, outputs: Path, data_run: Path, tmp_path: Path
+) -> None:
+    for overrides, message in BAD:
+        done = launch(*TRAIN, *overrides)
+        assert done.returncode == 2, (overrides, done.stderr)
+        assert message in done.stderr.strip().splitlines()[-1], done.stderr
+    done = launch(*TRAIN, f"step.data_dir={tmp_path}")
+    assert (
+        (done.returncode == 2
+        and "not a Quark run directory" in done.stderr)
+        or "holds no token shards" in done.stderr
+    )
+
+
+@pytest.mark.slow
+def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    launch: LaunchFn, outputs: Path, data_run: Path
+) -> None:
+    done = launch(
+        *TRAIN,
+        "step.optim.lr=1e6",
+        "step.optim.warmup_steps=0",
+        "step.grad_clip=0",
+        "step.checkpoint_every_n_steps=1",
+    )
+    assert done.returncode == 1, done.stderr
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and "not finite" in last_line
+    assert "last good checkpoint is kept" in last_line
+    [manifest] = pretrain_runs(outputs)
+    assert manifest["status"] == "failed"
+    checkpoints = sorted((Path(manifest["run_dir"]) / "checkpoints").glob("step_*.ckpt"))
+    assert checkpoints, "the run failed before its first checkpoint: the test proves nothing"
+    for checkpoint in checkpoints:  # every checkpoint on disk holds finite weights
+        assert all(torch.isfinite(t).all() for t in weights(checkpoint).values())
