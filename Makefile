@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) launch.py
+	$(PY) launch.py pipeline=quickstart
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench launch.py

@@ -102,3 +102,16 @@ def test_the_shipped_pipeline_runs(launch: LaunchFn, outputs: Path) -> None:
     assert "Pipeline capacity" in done.stdout
     plans = [m for m in manifests(outputs) if m["step"] == "plan"]
     assert [m["status"] for m in plans] == ["completed", "completed"]
+
+
+def test_step_overrides_reach_only_the_stages_whose_step_has_the_key(
+    launch: LaunchFn, outputs: Path, pipeline_conf: Path
+) -> None:
+    # both stages are plan steps: step.mfu reaches both
+    assert run_pipeline(launch, pipeline_conf, "step.mfu=0.5").returncode == 0
+    done = run_pipeline(launch, pipeline_conf, "++step.max_steps=5")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: step.max_steps: no stage's step has this key; this pipeline runs plan; "
+        "step.* overrides reach the stages whose step has the key"
+    )

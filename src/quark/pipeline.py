@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from quark.core.errors import QuarkError, StepFailed
+from quark.core.errors import ConfigError, QuarkError, StepFailed
 from quark.core.files import write_json_atomic, write_text_atomic
 from quark.core.resolvers import unique_run_dir
 from quark.core.run import config_hash, now_iso
@@ -35,6 +35,7 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
     assert isinstance(pipeline, PipelineSchema)
     # The command line wins over the pipeline's overrides, except for choosing the pipeline.
     passed_on = [o for o in cli_overrides if not o.lstrip("+~").startswith("pipeline")]
+    _check_step_overrides(passed_on, [stage.step for stage in pipeline.stages])
     record: dict[str, Any] = {
         "pipeline": pipeline.name,
         "started_at": now_iso(),
@@ -48,7 +49,12 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
 
     for index, stage in enumerate(pipeline.stages, start=1):
         where = f"pipeline {pipeline.name}, stage {index} ({stage.step})"
-        overrides = [*pipeline.overrides, *stage.overrides, *passed_on, f"step={stage.step}"]
+        overrides = [
+            *pipeline.overrides,
+            *stage.overrides,
+            *_for_step(passed_on, stage.step),
+            f"step={stage.step}",
+        ]
         try:
             stage_cfg = compose(config_name=config_name, overrides=overrides)
             with open_dict(stage_cfg):
@@ -93,6 +99,43 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
     write_json_atomic(manifest_path, record)
     _print_summary(record)
     return metrics
+
+
+def _step_key(override: str) -> str | None:
+    """`X` for a command-line override of `step.X...`, else None."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key.split(".")[1] if key.startswith("step.") and key.count(".") >= 1 else None
+
+
+def _for_step(overrides: list[str], step: str) -> list[str]:
+    """The command-line overrides for a stage: `step.X=...` only reaches steps that have X.
+
+    `++step.X=v` (which the launch's own composition needs when its default step lacks X)
+    reaches a stage as plain `step.X=v`.
+    """
+    import dataclasses
+
+    from quark.core.schemas import STEP_SCHEMAS
+
+    fields = {f.name for f in dataclasses.fields(STEP_SCHEMAS[step])}
+    chosen = []
+    for override in overrides:
+        key = _step_key(override)
+        if key is None:
+            chosen.append(override)
+        elif key in fields:
+            chosen.append(override.lstrip("+"))
+    return chosen
+
+
+def _check_step_overrides(overrides: list[str], steps: list[str]) -> None:
+    for override in overrides:
+        if _step_key(override) is not None and not any(_for_step([override], s) for s in steps):
+            raise ConfigError(
+                override.split("=", 1)[0].lstrip("+~"),
+                "no stage's step has this key",
+                f"this pipeline runs {', '.join(dict.fromkeys(steps))}; step.* overrides reach the stages whose step has the key",
+            )
 
 
 def find_runs_metrics(run_dir: Path) -> dict[str, float]:

@@ -162,10 +162,8 @@ def test_bad_training_input_is_one_line_and_exit_2(
         assert message in done.stderr.strip().splitlines()[-1], done.stderr
     done = launch(*TRAIN, f"step.data_dir={tmp_path}")
     assert (
-        (done.returncode == 2
-        and "not a Quark run directory" in done.stderr)
-        or "holds no token shards" in done.stderr
-    )
+        done.returncode == 2 and "not a Quark run directory" in done.stderr
+    ) or "holds no token shards" in done.stderr
 
 
 @pytest.mark.slow

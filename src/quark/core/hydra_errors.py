@@ -71,9 +71,10 @@ def _unknown_key(key: str) -> str:
     keys = allowed_keys(parent)
     if name in keys:
         # the schema knows the key, but the chosen option leaves it out
-        return (
-            f"{key}: not set by the chosen {parent.split('.')[0]} option; add it with +{key}=VALUE"
-        )
+        hint = f"add it with +{key}=VALUE"
+        if parent == "step":
+            hint += f" (with pipeline=...: ++{key}=VALUE reaches the stages whose step has it)"
+        return f"{key}: not set by the chosen {parent.split('.')[0]} option; {hint}"
     if keys:
         return f"{key}: no such key; keys allowed in {parent or 'the top level'}: {', '.join(keys)}"
     return f"{key}: no such key"
