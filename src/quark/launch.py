@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from quark.core.run import Run, describe_input, record_failure
+from quark.core.run import Run, describe_input, process_rank, record_failure
 from quark.core.schemas import validate
 from quark.steps import load_step
 
@@ -50,6 +50,9 @@ def run_step(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, 
     except Exception as exc:
         record_failure(run_dir, cfg, overrides, exc)
         raise
+    if process_rank() != 0:
+        # an extra process of a distributed run, in rank 0's run directory: train, record nothing
+        return step.run(cfg, Run.follower(run_dir, cfg))
     run = Run.open(run_dir, cfg, inputs=inputs, overrides=overrides)
     log.info("%s: run directory %s", cfg.step.name, run.dir)
     try:

@@ -26,7 +26,7 @@ TRAIN = [
     "step.seq_len=32",
     "step.max_steps=12",
     "step.val_every_n_steps=4",
-    "step.val_batches=2",
+    "step.val_samples=8",
     "step.checkpoint_every_n_steps=4",
     "step.optim.warmup_steps=2",
     "step.optim.lr=1e-2",
@@ -147,7 +147,10 @@ def test_resume_auto_continues_the_unfinished_run_of_the_same_config(
 BAD = [
     (["model.vocab_size=200"], "model.vocab_size: 200 is smaller than the data run's tokenizer"),
     (["step.seq_len=200"], "step.seq_len: 200 exceeds model.max_seq_len=128"),
-    (["trainer=ddp"], "trainer: strategy 'ddp' is not built for training yet"),
+    (
+        ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.precision=32-true"],
+        "trainer: strategy 'fsdp' is not built for training yet",
+    ),
     (["step.resume=/no/such.ckpt"], "step.resume: /no/such.ckpt is not a checkpoint file"),
 ]
 
@@ -187,3 +190,30 @@ def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert checkpoints, "the run failed before its first checkpoint: the test proves nothing"
     for checkpoint in checkpoints:  # every checkpoint on disk holds finite weights
         assert all(torch.isfinite(t).all() for t in weights(checkpoint).values())
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch(
+    launch: LaunchFn, outputs: Path, data_run: Path
+) -> None:
+    common = [o for o in TRAIN if not o.startswith("trainer.micro_batch_size")] + [
+        "step.max_steps=6"
+    ]
+    launch(*common, "trainer.micro_batch_size=4", check=True)
+    launch(
+        *common,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "trainer.devices=2",
+        "trainer.micro_batch_size=2",
+        check=True,
+    )
+    single, ddp = pretrain_runs(outputs)
+    # rank 0 alone wrote one manifest, in the launch's own run directory
+    assert ddp["status"] == "completed" and len(list(Path(ddp["run_dir"]).parent.iterdir())) == 2
+    a = weights(Path(single["run_dir"]) / "checkpoints" / "last.ckpt")
+    b = weights(Path(ddp["run_dir"]) / "checkpoints" / "last.ckpt")
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5, rtol=1e-4), name
+    assert abs(single["metrics"]["val_loss"] - ddp["metrics"]["val_loss"]) < 1e-4

@@ -114,11 +114,22 @@ def verify_run(run_dir: Path) -> dict[str, Any]:
 class Run:
     """One step's run directory. Steps write through `path()` and declare with `add_output()`."""
 
-    def __init__(self, directory: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, manifest: dict[str, Any], writes: bool = True) -> None:
         self.dir = Path(directory)
         self.manifest = manifest
+        # False in the extra processes of a distributed run: rank 0 alone keeps the manifest
+        self.writes = writes
         self._declared: list[Path] = []
         self._started = time.monotonic()
+
+    @classmethod
+    def follower(cls, directory: Path, cfg: DictConfig) -> Run:
+        """The run as seen by a non-zero rank: same directory, never writes the manifest."""
+        return cls(
+            Path(directory).resolve(),
+            {"step": str(cfg.step.name), "status": "running"},
+            writes=False,
+        )
 
     @classmethod
     def open(
@@ -178,6 +189,8 @@ class Run:
 
     def complete(self, metrics: dict[str, float]) -> None:
         """Hash every declared output, then mark the run completed (atomically)."""
+        if not self.writes:
+            return
         outputs = []
         for declared in self._declared:
             if not declared.exists():
@@ -207,7 +220,8 @@ class Run:
         self._write()
 
     def _write(self) -> None:
-        write_json_atomic(self.dir / MANIFEST, self.manifest)
+        if self.writes:
+            write_json_atomic(self.dir / MANIFEST, self.manifest)
 
 
 def record_failure(
@@ -215,7 +229,7 @@ def record_failure(
 ) -> None:
     """Leave a `failed` manifest in a run directory whose step never started (bad config)."""
     directory = Path(directory)
-    if (directory / MANIFEST).exists():
+    if (directory / MANIFEST).exists() or process_rank() != 0:
         return
     step = OmegaConf.select(cfg, "step.name", default=None, throw_on_resolution_failure=False)
     experiment = OmegaConf.select(
@@ -242,3 +256,17 @@ def record_failure(
             "host": host_facts(),
         },
     )
+
+
+def process_rank() -> int:
+    """This process's global rank in a distributed run (0 when not distributed).
+
+    Lightning sets LOCAL_RANK in the processes it launches; torchrun sets RANK.
+    """
+    import os
+
+    for variable in ("RANK", "LOCAL_RANK"):
+        value = os.environ.get(variable)
+        if value and value.isdigit():
+            return int(value)
+    return 0

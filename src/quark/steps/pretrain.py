@@ -8,8 +8,8 @@ Reads the shards of a data run, trains the configured Llama with Lightning (Adam
 weight-decay groups, warmup and cosine, gradient clipping and accumulation), validates loss and
 perplexity, checkpoints every N steps and at the end (`checkpoints/last.ckpt`), and writes a
 Hugging Face model directory (`hf/`) that `AutoModelForCausalLM.from_pretrained` loads with
-the same logits. This session builds the single-process path (trainer=cpu or gpu); the sharded
-strategies come with the training issue.
+the same logits. Built so far: one process (trainer=cpu or gpu) and DDP; FSDP and DeepSpeed
+come with the training issue.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from quark.core.errors import ConfigError, QuarkError
 from quark.core.run import Run, config_hash
 
-SUPPORTED_STRATEGIES = ("single",)
+SUPPORTED_STRATEGIES = ("single", "ddp")
 
 
 def data_run_dir(cfg: DictConfig) -> Path:
@@ -91,19 +91,22 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         int(step.seq_len),
         int(trainer_cfg.micro_batch_size),
         int(cfg.seed),
-        int(step.val_batches),
+        int(step.val_samples),
     )
     checkpoints = run.path("checkpoints", "last.ckpt").parent
     trainer = L.Trainer(
         accelerator=str(trainer_cfg.accelerator),
-        devices=1,
+        devices=int(trainer_cfg.devices),
+        num_nodes=int(trainer_cfg.num_nodes),
+        strategy="ddp" if trainer_cfg.strategy == "ddp" else "auto",
+        # ShardDataModule shards the sample stream by rank itself, resumably
+        use_distributed_sampler=False,
         precision=str(trainer_cfg.precision),  # type: ignore[arg-type]  # a schema choice
         max_steps=int(step.max_steps),
         accumulate_grad_batches=int(trainer_cfg.accumulate_grad_batches),
         gradient_clip_val=float(step.grad_clip) or None,
         val_check_interval=int(step.val_every_n_steps) * int(trainer_cfg.accumulate_grad_batches),
         check_val_every_n_epoch=None,
-        limit_val_batches=int(step.val_batches),
         num_sanity_val_steps=0,
         logger=L.pytorch.loggers.CSVLogger(str(run.dir), name="logs", version=""),
         callbacks=[
@@ -142,6 +145,8 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     trainer.save_checkpoint(str(checkpoints / "last.ckpt"))
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
     final_val = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    if not trainer.is_global_zero:
+        return {}  # rank 0 exports and records
 
     # Hugging Face export, checked against the trained module.
     hf_dir = run.path("hf", "config.json").parent
@@ -184,7 +189,7 @@ def _check_layout(cfg: DictConfig) -> None:
         raise ConfigError(
             "trainer",
             f"strategy '{strategy}' is not built for training yet",
-            "use trainer=cpu (or trainer=gpu); DDP, FSDP and DeepSpeed come with the training issue",
+            "use trainer=cpu, gpu or ddp; FSDP and DeepSpeed come with the training issue",
         )
     if cfg.trainer.accelerator == "gpu":
         import torch

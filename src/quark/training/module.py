@@ -52,8 +52,9 @@ class CausalLMModule(L.LightningModule):
             return
         loss = torch.stack(self.val_losses).mean()
         self.val_losses.clear()
-        self.log("val/loss", loss, prog_bar=True)
-        self.log("val/ppl", torch.exp(loss))
+        # every rank validates the same windows; sync_dist keeps the logged value rank-agnostic
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val/ppl", torch.exp(loss), sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         # no weight decay on norms and biases (1-D tensors)

@@ -51,20 +51,26 @@ class TokenWindows(Dataset):
 
 
 class ResumableSampler(Sampler[int]):
-    """An endless stream of window indices: a seeded permutation per pass, starting at `start`."""
+    """An endless stream of window indices: a seeded permutation per pass, starting at global
+    sample `start`. With several ranks, rank r reads samples r, r + world, r + 2 world, ... of
+    the same global stream, so a step of `world` ranks sees what one process with a `world`
+    times larger batch would."""
 
-    def __init__(self, size: int, seed: int, start: int = 0) -> None:
+    def __init__(self, size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1) -> None:
         self.size = size
         self.seed = seed
         self.start = start
+        self.rank = rank
+        self.world = world
 
     def __iter__(self) -> Iterator[int]:
         position = self.start
         while True:
             epoch, offset = divmod(position, self.size)
             order = np.random.default_rng([self.seed, epoch]).permutation(self.size)
-            for index in order[offset:]:
-                yield int(index)
+            for global_index in range(offset, self.size):
+                if (epoch * self.size + global_index) % self.world == self.rank:
+                    yield int(order[global_index])
             position = (epoch + 1) * self.size
 
     def __len__(self) -> int:

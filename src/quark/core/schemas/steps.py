@@ -53,7 +53,8 @@ class PretrainStepSchema:
     seq_len: int = ranged(256, ge=1)
     max_steps: int = ranged(200, ge=1)
     val_every_n_steps: int = ranged(50, ge=1)
-    val_batches: int = ranged(8, ge=1)
+    # validation windows (the same ones every time, whatever the batch size or rank count)
+    val_samples: int = ranged(64, ge=1)
     checkpoint_every_n_steps: int = ranged(100, ge=1)
     grad_clip: float = ranged(1.0, ge=0)
     # null: start fresh; auto: continue the newest unfinished run of this config; or a .ckpt path
