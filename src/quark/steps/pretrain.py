@@ -54,8 +54,6 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from quark.data.packing import read_index
-    from quark.models.llama import LlamaShape
-    from quark.planning.parameters import training_flops_per_token
     from quark.training.datamodule import ShardDataModule
     from quark.training.guards import DivergenceGuard
     from quark.training.module import CausalLMModule
@@ -84,8 +82,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = instantiate(OmegaConf.to_container(cfg.model, resolve=True))
-    shape = LlamaShape.from_model_config(cfg.model)
-    module = CausalLMModule(model, step.optim, training_flops_per_token(shape, int(step.seq_len)))
+    module = CausalLMModule(model, step.optim)
     datamodule = ShardDataModule(
         shard_dir,
         int(step.seq_len),

@@ -15,11 +15,10 @@ from quark.core.errors import StepFailed
 class CausalLMModule(L.LightningModule):
     """Next-token training of `model` with AdamW, warmup and cosine decay."""
 
-    def __init__(self, model: torch.nn.Module, optim: DictConfig, flops_per_token: float) -> None:
+    def __init__(self, model: torch.nn.Module, optim: DictConfig) -> None:
         super().__init__()
         self.model = model
         self.optim = optim
-        self.flops_per_token = flops_per_token
         self.val_losses: list[torch.Tensor] = []
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
