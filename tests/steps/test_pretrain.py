@@ -164,9 +164,11 @@ def test_bad_training_input_is_one_line_and_exit_2(
         assert done.returncode == 2, (overrides, done.stderr)
         assert message in done.stderr.strip().splitlines()[-1], done.stderr
     done = launch(*TRAIN, f"step.data_dir={tmp_path}")
-    assert (
-        done.returncode == 2 and "not a Quark run directory" in done.stderr
-    ) or "holds no token shards" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"error: step.data_dir: {tmp_path} holds no token shards; "
+        "give a completed data run of a corpus (not a task set)"
+    )
 
 
 @pytest.mark.slow

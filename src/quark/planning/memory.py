@@ -10,6 +10,7 @@ bench/plan_activation_memory.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from quark.models.llama import LlamaShape
 from quark.planning.activations import activation_bytes
@@ -33,6 +34,21 @@ class Layout:
     gradient_checkpointing: bool = False
     offload_optimizer: bool = False
     offload_params: bool = False
+
+    @classmethod
+    def from_trainer(cls, trainer: Any, seq_len: int) -> Layout:
+        """The layout a `trainer` config group describes, at a sequence length."""
+        return cls(
+            strategy=str(trainer.strategy),
+            devices=int(trainer.devices),
+            num_nodes=int(trainer.num_nodes),
+            precision=str(trainer.precision),
+            micro_batch_size=int(trainer.micro_batch_size),
+            seq_len=seq_len,
+            gradient_checkpointing=bool(trainer.gradient_checkpointing),
+            offload_optimizer=bool(trainer.offload_optimizer),
+            offload_params=bool(trainer.offload_params),
+        )
 
     @property
     def world_size(self) -> int:

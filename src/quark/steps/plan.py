@@ -40,17 +40,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         )
     device = _device(cfg)
     trainer = cfg.trainer
-    layout = Layout(
-        strategy=str(trainer.strategy),
-        devices=int(trainer.devices),
-        num_nodes=int(trainer.num_nodes),
-        precision=str(trainer.precision),
-        micro_batch_size=int(trainer.micro_batch_size),
-        seq_len=seq_len,
-        gradient_checkpointing=bool(trainer.gradient_checkpointing),
-        offload_optimizer=bool(trainer.offload_optimizer),
-        offload_params=bool(trainer.offload_params),
-    )
+    layout = Layout.from_trainer(trainer, seq_len)
 
     # Parameters and compute.
     counts = count_parameters(shape)
