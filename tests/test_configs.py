@@ -43,7 +43,7 @@ REQUIRED = {
     ("group", "option"),
     [
         (g, o)
-        for g in ("step", "model", "trainer", "paths", "pipeline", "experiment")
+        for g in ("step", "model", "trainer", "logger", "peft", "paths", "pipeline", "experiment")
         for o in options(g)
     ],
 )

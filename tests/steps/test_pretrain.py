@@ -151,7 +151,7 @@ BAD = [
         ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.precision=32-true"],
         "trainer: strategy 'fsdp' is not built for training yet",
     ),
-    (["step.resume=/no/such.ckpt"], "step.resume: /no/such.ckpt is not a checkpoint file"),
+    (["step.resume=/no/such.ckpt"], "step.resume: /no/such.ckpt is not a checkpoint"),
 ]
 
 

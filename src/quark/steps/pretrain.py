@@ -15,17 +15,13 @@ come with the training issue.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from quark.core.errors import ConfigError, QuarkError
-from quark.core.run import Run, config_hash
-
-SUPPORTED_STRATEGIES = ("single", "ddp")
+from quark.core.errors import ConfigError
+from quark.core.run import Run
 
 
 def data_run_dir(cfg: DictConfig) -> Path:
@@ -50,16 +46,20 @@ def inputs(cfg: DictConfig) -> list[Path]:
 
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     import lightning as L
-    import torch
     from hydra.utils import instantiate
 
     from quark.data.packing import read_index
+    from quark.models.llama import LlamaShape
+    from quark.planning.parameters import training_flops_per_token
     from quark.training.datamodule import ShardDataModule
-    from quark.training.guards import DivergenceGuard
+    from quark.training.export import export_hf
     from quark.training.module import CausalLMModule
+    from quark.training.resume import resume_checkpoint, resume_key
+    from quark.training.strategies import check_layout
+    from quark.training.trainer import build_trainer
 
     step, trainer_cfg = cfg.step, cfg.trainer
-    _check_layout(cfg)
+    check_layout(cfg)
     data_dir = data_run_dir(cfg)
     shard_dir = data_dir / "shards"
     index = read_index(shard_dir)
@@ -82,6 +82,10 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = instantiate(OmegaConf.to_container(cfg.model, resolve=True))
+    if bool(trainer_cfg.gradient_checkpointing):
+        model.gradient_checkpointing_enable()
+    if bool(trainer_cfg.compile):
+        model.compile()  # in place: parameter names, and so checkpoints, stay the same
     module = CausalLMModule(model, step.optim)
     datamodule = ShardDataModule(
         shard_dir,
@@ -90,82 +94,43 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         int(cfg.seed),
         int(step.val_samples),
     )
-    checkpoints = run.path("checkpoints", "last.ckpt").parent
-    trainer = L.Trainer(
-        accelerator=str(trainer_cfg.accelerator),
-        devices=int(trainer_cfg.devices),
-        num_nodes=int(trainer_cfg.num_nodes),
-        strategy="ddp" if trainer_cfg.strategy == "ddp" else "auto",
-        # ShardDataModule shards the sample stream by rank itself, resumably
-        use_distributed_sampler=False,
-        precision=str(trainer_cfg.precision),  # type: ignore[arg-type]  # a schema choice
-        max_steps=int(step.max_steps),
-        accumulate_grad_batches=int(trainer_cfg.accumulate_grad_batches),
-        gradient_clip_val=float(step.grad_clip) or None,
-        val_check_interval=int(step.val_every_n_steps) * int(trainer_cfg.accumulate_grad_batches),
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        logger=L.pytorch.loggers.CSVLogger(str(run.dir), name="logs", version=""),
-        callbacks=[
-            DivergenceGuard(),  # before ModelCheckpoint: a non-finite step never gets saved
-            L.pytorch.callbacks.ModelCheckpoint(
-                dirpath=str(checkpoints),
-                filename="step_{step:06d}",  # no "=": the path must work as a Hydra override value
-                auto_insert_metric_name=False,
-                every_n_train_steps=int(step.checkpoint_every_n_steps),
-                save_top_k=-1,
-                save_last=True,
-            ),
-            L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
-        ],
-        enable_model_summary=False,
-        deterministic=True,
-        default_root_dir=str(run.dir),
+    trainer = build_trainer(
+        cfg,
+        run,
+        tokens_per_sample=int(step.seq_len),
+        flops_per_token=training_flops_per_token(
+            LlamaShape.from_model_config(cfg.model), int(step.seq_len)
+        ),
     )
-    if bool(trainer_cfg.gradient_checkpointing):
-        model.gradient_checkpointing_enable()
-    resume_from = _resume_checkpoint(cfg, run)
-    start_step = 0
-    if resume_from is not None:
-        start_step = int(
-            torch.load(resume_from, map_location="cpu", weights_only=False)["global_step"]
-        )
-    # runs that differ only in `resume` share this key: resume=auto matches on it
-    run.update(
-        resume_key=config_hash(_without_resume(cfg)),
-        resumed_from=str(resume_from) if resume_from else None,
-    )
+    resume_from = resume_checkpoint(cfg, run)
+    # resume=auto finds an interrupted run of this config by this key
+    run.update(resume_key=resume_key(cfg), resumed_from=str(resume_from) if resume_from else None)
 
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
-    trainer.save_checkpoint(str(checkpoints / "last.ckpt"))
+    trainer.save_checkpoint(str(run.dir / "checkpoints" / "last.ckpt"))
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
     final_val = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     if not trainer.is_global_zero:
         return {}  # rank 0 exports and records
 
-    # Hugging Face export, checked against the trained module.
-    hf_dir = run.path("hf", "config.json").parent
-    model.save_pretrained(hf_dir)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        source = data_dir / "tokenizer" / name
-        if source.is_file():
-            shutil.copy2(source, hf_dir / name)
-    max_diff = _export_logit_difference(model, hf_dir, datamodule, torch)
-    if max_diff > 1e-4:
-        raise QuarkError(
-            f"{hf_dir}: the exported model's logits differ from the trained model's by {max_diff:.3g}"
-        )
+    max_diff = export_hf(
+        model,
+        run.path("hf", "config.json").parent,
+        data_dir / "tokenizer",
+        datamodule.val_windows[0][:-1].unsqueeze(0),
+    )
     run.add_output("hf")
     run.add_output("checkpoints")
     run.add_output(Path("logs") / "metrics.csv")
 
-    trained_steps = int(trainer.global_step) - start_step
     tokens = (
-        trained_steps
+        (int(trainer.global_step) - module.first_step)
         * int(trainer_cfg.micro_batch_size)
         * int(trainer_cfg.accumulate_grad_batches)
+        * int(trainer_cfg.devices)
+        * int(trainer_cfg.num_nodes)
         * int(step.seq_len)
     )
     metrics = {
@@ -178,77 +143,6 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     }
     _print_summary(run, metrics)
     return metrics
-
-
-def _check_layout(cfg: DictConfig) -> None:
-    strategy = str(cfg.trainer.strategy)
-    if strategy not in SUPPORTED_STRATEGIES:
-        raise ConfigError(
-            "trainer",
-            f"strategy '{strategy}' is not built for training yet",
-            "use trainer=cpu, gpu or ddp; FSDP and DeepSpeed come with the training issue",
-        )
-    if cfg.trainer.accelerator == "gpu":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                "trainer.accelerator",
-                "'gpu' asked but no CUDA device is visible",
-                "use trainer=cpu here",
-            )
-    elif cfg.trainer.precision == "16-mixed":
-        raise ConfigError(
-            "trainer.precision", "16-mixed needs a GPU", "use 32-true or bf16-mixed on CPU"
-        )
-
-
-def _resume_checkpoint(cfg: DictConfig, run: Run) -> Path | None:
-    """The checkpoint to continue from: a path, or (auto) the newest unfinished run's last.ckpt."""
-    resume = cfg.step.resume
-    if not resume:
-        return None
-    if str(resume) != "auto":
-        path = Path(str(resume)).expanduser()
-        if not path.is_file():
-            raise ConfigError(
-                "step.resume", f"{path} is not a checkpoint file", "give a .ckpt path, or auto"
-            )
-        return path
-    from quark.core.runs import find_runs
-
-    wanted = config_hash(_without_resume(cfg))
-    for record in reversed(
-        find_runs(cfg.paths.output_dir, experiment=str(cfg.experiment_name), step="pretrain")
-    ):
-        if record.path == run.dir or record.manifest.get("status") == "completed":
-            continue
-        last = record.path / "checkpoints" / "last.ckpt"
-        if last.is_file() and record.manifest.get("resume_key") == wanted:
-            return last
-    return None
-
-
-def _without_resume(cfg: DictConfig) -> DictConfig:
-    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    assert isinstance(copy, DictConfig)
-    copy.step.resume = None
-    return copy
-
-
-def _export_logit_difference(model: Any, hf_dir: Path, datamodule: Any, torch: Any) -> float:
-    from transformers import AutoModelForCausalLM
-
-    reloaded = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
-    model.eval()
-    sample = datamodule.val_windows[0][:-1].unsqueeze(0)
-    with torch.no_grad():
-        difference = (
-            (model(input_ids=sample).logits.float() - reloaded(input_ids=sample).logits.float())
-            .abs()
-            .max()
-        )
-    return float(difference)
 
 
 def _print_summary(run: Run, metrics: dict[str, float]) -> None:

@@ -20,18 +20,35 @@ class CausalLMModule(L.LightningModule):
         self.model = model
         self.optim = optim
         self.val_losses: list[torch.Tensor] = []
+        # the step training started from: 0, or the step of the checkpoint it resumed
+        self.first_step = 0
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=tokens).logits
 
-    def loss(self, batch: torch.Tensor) -> torch.Tensor:
-        inputs, targets = batch[:, :-1], batch[:, 1:]
-        logits = self.model(input_ids=inputs).logits
+    def loss(self, batch: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean next-token cross-entropy. A tensor batch is plain token windows (every token is
+        a target); a dict batch holds `input_ids`, `labels` (-100 where no loss is taken, e.g.
+        prompts and padding) and optionally `attention_mask`."""
+        if isinstance(batch, dict):
+            tokens, labels = batch["input_ids"], batch["labels"]
+            mask = batch.get("attention_mask")
+        else:
+            tokens, labels, mask = batch, batch, None
+        logits = self.model(
+            input_ids=tokens[:, :-1], attention_mask=None if mask is None else mask[:, :-1]
+        ).logits
+        targets = labels[:, 1:]
         return torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1)
+            logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
         )
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def on_train_start(self) -> None:
+        self.first_step = int(self.global_step)
+
+    def training_step(
+        self, batch: torch.Tensor | dict[str, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         loss = self.loss(batch)
         if not torch.isfinite(loss):
             # the last checkpoint on disk is the last good one: stop before stepping on it
@@ -42,7 +59,9 @@ class CausalLMModule(L.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+    def validation_step(
+        self, batch: torch.Tensor | dict[str, torch.Tensor], batch_idx: int
+    ) -> None:
         loss = self.loss(batch)
         self.val_losses.append(loss.detach())
 

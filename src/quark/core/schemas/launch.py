@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from quark.core.schemas.data import DataSchema
 from quark.core.schemas.fields import pattern, ranged
+from quark.core.schemas.logger import LoggerSchema
 from quark.core.schemas.model import ModelSchema
 from quark.core.schemas.paths import PathsSchema
 from quark.core.schemas.pipeline import PipelineSchema
@@ -27,6 +28,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "data": DataSchema,
     "model": ModelSchema,
     "trainer": TrainerSchema,
+    "logger": LoggerSchema,
     "paths": PathsSchema,
     "pipeline": PipelineSchema,
 }

@@ -29,6 +29,12 @@ class TrainerSchema:
     micro_batch_size: int = ranged(8, ge=1)
     accumulate_grad_batches: int = ranged(1, ge=1)
     gradient_checkpointing: bool = False
+    # torch.compile the model in place (checkpoint keys stay the same)
+    compile: bool = False
+    # auto: a rich progress bar on a terminal, none when output goes to a file or pipe
+    progress_bar: str = choice("auto", ("auto", "rich", "none"))
+    # training loss, learning rate, tokens/s and MFU are logged every this many steps
+    log_every_n_steps: int = ranged(10, ge=1)
     # DeepSpeed ZeRO-Offload / ZeRO-Infinity to host memory.
     offload_optimizer: bool = False
     offload_params: bool = False

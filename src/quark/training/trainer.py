@@ -1,0 +1,131 @@
+"""The Lightning Trainer a training step runs: layout, precision, schedule, loggers, callbacks.
+
+Pretrain and finetune share it, so both read `step.max_steps`, `step.val_every_n_steps`,
+`step.checkpoint_every_n_steps`, `step.grad_clip` and the `trainer` and `logger` groups the
+same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig
+
+from quark.core.errors import ConfigError
+from quark.core.run import Run
+from quark.training.guards import DivergenceGuard
+from quark.training.strategies import build_strategy
+from quark.training.throughput import ThroughputLogger, peak_flops
+
+
+def build_trainer(
+    cfg: DictConfig,
+    run: Run,
+    *,
+    flops_per_token: float | None = None,
+    tokens_per_sample: int,
+    callbacks: Sequence[L.Callback] = (),
+) -> L.Trainer:
+    """A Trainer writing checkpoints to `run`'s checkpoints/ and metrics to its logs/.
+
+    `tokens_per_sample` (the sequence length) and `flops_per_token` feed the throughput and
+    MFU log; `callbacks` come after Quark's own.
+    """
+    step, layout = cfg.step, cfg.trainer
+    accumulate = int(layout.accumulate_grad_batches)
+    world = int(layout.devices) * int(layout.num_nodes)
+    tokens_per_step = tokens_per_sample * int(layout.micro_batch_size) * accumulate * world
+    progress = _progress_bar(str(layout.progress_bar))
+    return L.Trainer(
+        accelerator=str(layout.accelerator),
+        devices=int(layout.devices),
+        num_nodes=int(layout.num_nodes),
+        strategy=build_strategy(layout),
+        # the DataModules shard the sample stream by rank themselves, resumably
+        use_distributed_sampler=False,
+        precision=str(layout.precision),  # type: ignore[arg-type]  # a schema choice
+        max_steps=int(step.max_steps),
+        accumulate_grad_batches=accumulate,
+        gradient_clip_val=float(step.grad_clip) or None,
+        val_check_interval=int(step.val_every_n_steps) * accumulate,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=int(layout.log_every_n_steps),
+        logger=build_loggers(cfg, run),
+        callbacks=[
+            DivergenceGuard(),  # before ModelCheckpoint: a non-finite step never gets saved
+            L.pytorch.callbacks.ModelCheckpoint(
+                dirpath=str(run.dir / "checkpoints"),
+                filename="step_{step:06d}",  # no "=": the path must work as a Hydra override value
+                auto_insert_metric_name=False,
+                every_n_train_steps=int(step.checkpoint_every_n_steps),
+                save_top_k=-1,
+                save_last=True,
+            ),
+            L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
+            ThroughputLogger(
+                tokens_per_step,
+                flops_per_token,
+                peak_flops(str(layout.accelerator), str(layout.precision), world),
+                int(layout.log_every_n_steps),
+            ),
+            *([progress] if progress else []),
+            *callbacks,
+        ],
+        enable_progress_bar=progress is not None,
+        enable_model_summary=False,
+        deterministic=True,
+        default_root_dir=str(run.dir),
+    )
+
+
+def build_loggers(cfg: DictConfig, run: Run) -> list[Any]:
+    """logs/metrics.csv always (later steps read it), plus the `logger` group's choice."""
+    from lightning.pytorch import loggers
+
+    chosen = cfg.get("logger") or {"name": "csv"}
+    name = str(chosen["name"])
+    found: list[Any] = [loggers.CSVLogger(str(run.dir), name="logs", version="")]
+    try:
+        if name == "tensorboard":
+            found.append(
+                loggers.TensorBoardLogger(str(run.dir), name="logs", version="tensorboard")
+            )
+        elif name == "mlflow":
+            found.append(
+                loggers.MLFlowLogger(
+                    experiment_name=str(chosen.get("project") or cfg.experiment_name),
+                    tracking_uri=str(chosen.get("tracking_uri") or "")
+                    or f"file:{Path(cfg.paths.output_dir).resolve() / 'mlruns'}",
+                    run_name=f"{cfg.step.name}/{run.dir.name}",
+                    tags={"quark.run_dir": str(run.dir), "quark.step": str(cfg.step.name)},
+                )
+            )
+        elif name == "wandb":
+            found.append(
+                loggers.WandbLogger(
+                    project=str(chosen.get("project") or "quark"),
+                    name=f"{cfg.experiment_name}/{cfg.step.name}/{run.dir.name}",
+                    save_dir=str(run.dir),
+                    offline=str(chosen.get("mode", "offline")) == "offline",
+                )
+            )
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            "logger",
+            f"logger={name} needs the '{exc.name}' package, which is not installed",
+            "pip install 'quark[loggers]', or use logger=csv",
+        ) from None
+    return found
+
+
+def _progress_bar(choice: str) -> L.Callback | None:
+    if choice == "rich" or (choice == "auto" and sys.stdout.isatty()):
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        return RichProgressBar(leave=True)
+    return None
