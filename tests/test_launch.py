@@ -11,14 +11,14 @@ from .conftest import LaunchFn, manifests
 
 BAD_INPUT = [
     # (overrides, words the one line must contain)
-    (["step=finetune"], ["step=finetune", "available", "data, plan, pretrain"]),
+    (["step=nope"], ["step=nope", "no such step", "available", "plan", "pretrain"]),
     (["model=nope"], ["model=nope", "llama_tiny"]),
     (["model.hiden_size=3"], ["model.hiden_size", "no such key", "hidden_size"]),
     (["+model.extra=1"], ["model.extra", "no such key"]),
     (["+colour=red"], ["colour", "no such key"]),
     (["trainer.devices=two"], ["trainer.devices", "'two'", "int"]),
     (["trainer.devices=0"], ["trainer.devices", "out of range", ">= 1"]),
-    (["step.mfu=1.5"], ["step.mfu", "out of range", "<= 1"]),
+    (["step=plan", "step.mfu=1.5"], ["step.mfu", "out of range", "<= 1"]),
     (["trainer.precision=fp8"], ["trainer.precision", "'fp8'", "bf16-mixed"]),
     (["model=llama_custom"], ["model.", "no value given"]),
     (["model=hf"], ["model.name_or_path", "no value given"]),
@@ -26,7 +26,7 @@ BAD_INPUT = [
     (["model.num_kv_heads=3"], ["model.num_kv_heads", "does not divide"]),
     (["trainer=cpu", "trainer.devices=2"], ["trainer.strategy", "single"]),
     (["trainer=ddp", "trainer.offload_params=true"], ["trainer.offload_params", "deepspeed_zero3"]),
-    (["step.seq_len=100000"], ["step.seq_len", "exceeds"]),
+    (["step=plan", "step.seq_len=100000"], ["step.seq_len", "exceeds"]),
     (["experiment_name=a/b"], ["experiment_name", "'a/b'"]),
     (["pipeline=nope"], ["pipeline=nope", "capacity"]),
     (["model.hidden_size=["], ["overrides look like"]),
@@ -66,20 +66,48 @@ def test_a_config_error_is_recorded_as_a_failed_run(launch: LaunchFn, outputs: P
     assert manifest["overrides"] == ["trainer.devices=0"]
 
 
-def test_the_embedded_default_runs(launch: LaunchFn, outputs: Path) -> None:
-    done = launch(check=True)
-    [manifest] = manifests(outputs)
-    assert manifest["status"] == "completed"
-    assert Path(manifest["run_dir"]).parent == outputs / "demo" / "plan"
-    assert "Plan: llama_tiny" in done.stdout
+def test_the_embedded_default_prepares_data_then_pretrains(
+    launch: LaunchFn, outputs: Path, tmp_path: Path
+) -> None:
+    # No step chosen: pretrain, which first prepares the data group's corpus when the
+    # experiment has none. A small corpus and model keep it short; `make demo` runs the real one.
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(20):
+        (corpus / f"{i}.txt").write_text(" ".join(f"word{j % 11} and {i}" for j in range(200)))
+    small = [
+        "data=text_files",
+        f"data.sources.0.paths=[{corpus}/*.txt]",
+        "data.tokenizer.vocab_size=400",
+        "data.dedup.near=false",
+        "data.pack.val_fraction=0.2",
+        "model.vocab_size=400",
+        "model.hidden_size=32",
+        "model.num_layers=1",
+        "model.num_heads=2",
+        "model.num_kv_heads=1",
+        "model.intermediate_size=64",
+        "step.seq_len=16",
+        "step.max_steps=3",
+        "step.val_samples=4",
+    ]
+    done = launch(*small, check=True)
+    data, pretrain = manifests(outputs)
+    assert (data["step"], data["status"]) == ("data", "completed")
+    assert (pretrain["step"], pretrain["status"]) == ("pretrain", "completed")
+    assert pretrain["inputs"][0]["path"] == data["run_dir"]
+    assert "preparing data=text_files first" in done.stdout
+    assert "hf export" in done.stdout
+    # a second launch finds the prepared data and does not prepare it again
+    launch(*small, check=True)
+    assert [m["step"] for m in manifests(outputs)] == ["data", "pretrain", "pretrain"]
 
 
 def test_two_launches_in_one_second_get_their_own_run_directories(
     launch: LaunchFn, outputs: Path
 ) -> None:
-    launch(check=True)
-    launch(check=True)
-    launch(check=True)
+    for _ in range(3):
+        launch("step=plan", check=True)
     runs = manifests(outputs)
     assert len({m["run_dir"] for m in runs}) == 3
     assert all(m["status"] == "completed" for m in runs)
@@ -96,7 +124,7 @@ def test_help_lists_groups_and_examples(launch: LaunchFn) -> None:
     for text in (
         "Quark",
         "model: hf, llama_124m, llama_1b",
-        "step: data, plan, pretrain",
+        "step: data, ",
         "trainer: cpu",
         "Examples",
     ):
@@ -122,7 +150,7 @@ def test_shell_completion_completes_group_options(launch: LaunchFn) -> None:
 def test_a_sweep_gives_each_job_its_run_directory_and_a_bad_job_does_not_stop_the_others(
     launch: LaunchFn, outputs: Path
 ) -> None:
-    done = launch("-m", "trainer.devices=0,1", "model=llama_tiny,llama_small")
+    done = launch("-m", "step=plan", "trainer.devices=0,1", "model=llama_tiny,llama_small")
     assert done.returncode == 2  # the worst job's status
     assert done.stderr.count("error: trainer.devices: 0 is out of range") == 2
     runs = manifests(outputs)

@@ -51,7 +51,7 @@ def test_launch_paths_stay_light(argv: list[str], tmp_path: Path) -> None:
 
 def test_quark_runs_stays_light(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "launch.py"],
+        [sys.executable, "launch.py", "step=plan"],
         cwd=REPO,
         env={**os.environ, "QUARK_OUTPUT_DIR": str(tmp_path)},
         check=True,

@@ -101,6 +101,33 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
     return metrics
 
 
+def run_prerequisite(step: str) -> Path:
+    """Run `step` now, in a run directory of its own, with the launch's command-line overrides
+    that apply to it; return that directory. For a step whose input does not exist yet
+    (`python launch.py` on a fresh checkout pretrains, so it first prepares data)."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    from quark.launch import run_step
+
+    hydra_cfg = HydraConfig.get()
+    passed_on = [
+        o
+        for o in hydra_cfg.overrides.task
+        if not o.lstrip("+~").startswith(("pipeline", "step=", "hydra."))
+    ]
+    overrides = [*_for_step(passed_on, step), f"step={step}"]
+    cfg = compose(config_name=hydra_cfg.job.config_name or "launch", overrides=overrides)
+    with open_dict(cfg):
+        cfg.pop("pipeline", None)
+    validate(cfg)
+    run_dir = unique_run_dir(Path(cfg.paths.output_dir) / cfg.experiment_name / step)
+    run_dir.mkdir(parents=True)
+    _write_hydra_files(run_dir, cfg, overrides)
+    run_step(cfg, run_dir, overrides)
+    return run_dir
+
+
 def _step_key(override: str) -> str | None:
     """`X` for a command-line override of `step.X...`, else None."""
     key = override.lstrip("+~").split("=", 1)[0]

@@ -12,6 +12,7 @@ from ..conftest import MISTRAL_7B_SIZES, LaunchFn, manifests
 
 def test_plan_writes_plan_json_and_headline_metrics(launch: LaunchFn, outputs: Path) -> None:
     done = launch(
+        "step=plan",
         "model=llama_1b",
         "trainer=deepspeed_zero3",
         "trainer.devices=8",
@@ -41,6 +42,7 @@ def test_plan_writes_plan_json_and_headline_metrics(launch: LaunchFn, outputs: P
 
 def test_what_does_not_fit_says_so(launch: LaunchFn, outputs: Path) -> None:
     launch(
+        "step=plan",
         "model=llama_1b",
         "trainer=gpu",
         "trainer.micro_batch_size=64",
@@ -55,8 +57,8 @@ def test_what_does_not_fit_says_so(launch: LaunchFn, outputs: Path) -> None:
 
 
 def test_device_memory_override_changes_what_fits(launch: LaunchFn, outputs: Path) -> None:
-    launch("model=llama_124m", "trainer=gpu", "step.device_memory_gb=8", check=True)
-    launch("model=llama_124m", "trainer=gpu", "step.device_memory_gb=80", check=True)
+    launch("step=plan", "model=llama_124m", "trainer=gpu", "step.device_memory_gb=8", check=True)
+    launch("step=plan", "model=llama_124m", "trainer=gpu", "step.device_memory_gb=80", check=True)
     small, big = (
         json.loads((Path(m["run_dir"]) / "plan.json").read_text()) for m in manifests(outputs)
     )
@@ -66,7 +68,7 @@ def test_device_memory_override_changes_what_fits(launch: LaunchFn, outputs: Pat
 def test_an_hf_model_directory_is_planned_and_its_config_recorded(
     launch: LaunchFn, outputs: Path, hf_model_dir: Path
 ) -> None:
-    launch("model=hf", f"model.name_or_path={hf_model_dir}", check=True)
+    launch("step=plan", "model=hf", f"model.name_or_path={hf_model_dir}", check=True)
     [manifest] = manifests(outputs)
     config = hf_model_dir / "config.json"
     assert manifest["inputs"] == [
@@ -84,6 +86,7 @@ def test_an_hf_model_directory_is_planned_and_its_config_recorded(
 def test_explicit_sizes_plan_any_llama(launch: LaunchFn, outputs: Path) -> None:
     sizes = MISTRAL_7B_SIZES
     launch(
+        "step=plan",
         "model=llama_custom",
         *sizes,
         "trainer=fsdp",

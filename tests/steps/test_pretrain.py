@@ -146,7 +146,7 @@ def test_resume_auto_continues_the_unfinished_run_of_the_same_config(
 
 BAD = [
     (["model.vocab_size=200"], "model.vocab_size: 200 is smaller than the data run's tokenizer"),
-    (["step.seq_len=200"], "step.seq_len: 200 exceeds model.max_seq_len=128"),
+    (["step.seq_len=200"], "step.seq_len: 200 exceeds the model's 128 positions"),
     (
         ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.precision=32-true"],
         "trainer: strategy 'fsdp' is not built for training yet",

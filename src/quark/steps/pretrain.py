@@ -22,18 +22,59 @@ from omegaconf import DictConfig, OmegaConf
 
 from quark.core.errors import ConfigError
 from quark.core.run import Run
+from quark.models.llama import LlamaShape
+
+log = logging.getLogger("quark.pretrain")
 
 
 def data_run_dir(cfg: DictConfig) -> Path:
+    """`step.data_dir`; else the data run a pipeline handed over; else the newest completed data
+    run of the experiment that holds token shards; else one prepared now with the `data` group
+    (so `python launch.py` alone works on a fresh checkout)."""
     if cfg.step.data_dir:
         return Path(str(cfg.step.data_dir)).expanduser()
-    from quark.core.resolvers import latest_run
+    handed = (cfg.get("inputs") or {}).get("data")
+    if handed:
+        return Path(str(handed))
+    from quark.core.runs import find_runs
 
-    return Path(latest_run("data", _root_=cfg))
+    corpora = [
+        record.path
+        for record in find_runs(
+            cfg.paths.output_dir,
+            experiment=str(cfg.experiment_name),
+            step="data",
+            status="completed",
+        )
+        if (record.path / "shards" / "index.json").is_file()
+    ]
+    if corpora:
+        return corpora[-1]
+    from quark.pipeline import run_prerequisite
+
+    log.info(
+        "pretrain: no data run with token shards in experiment '%s'; preparing data=%s first",
+        cfg.experiment_name,
+        cfg.data.name,
+    )
+    return run_prerequisite("data")
+
+
+def model_shape(cfg: DictConfig) -> LlamaShape:
+    """The model's shape (a built-in size, or model=hf's config.json), checked against step.seq_len."""
+    shape = LlamaShape.from_model_config(cfg.model)
+    if int(cfg.step.seq_len) > shape.max_seq_len:
+        raise ConfigError(
+            "step.seq_len",
+            f"{cfg.step.seq_len} exceeds the model's {shape.max_seq_len} positions",
+            f"allowed: <= {shape.max_seq_len}",
+        )
+    return shape
 
 
 def inputs(cfg: DictConfig) -> list[Path]:
     """The data run (verified against its manifest) is the input."""
+    model_shape(cfg)  # a bad model or sequence length fails before any data is prepared
     data_dir = data_run_dir(cfg)
     if not (data_dir / "shards" / "index.json").is_file():
         raise ConfigError(
@@ -49,33 +90,28 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from quark.data.packing import read_index
-    from quark.models.llama import LlamaShape
     from quark.planning.parameters import training_flops_per_token
     from quark.training.datamodule import ShardDataModule
     from quark.training.export import export_hf
     from quark.training.module import CausalLMModule
     from quark.training.resume import resume_checkpoint, resume_key
     from quark.training.strategies import check_layout
-    from quark.training.trainer import build_trainer
+    from quark.training.trainer import build_trainer, quiet_libraries
 
+    quiet_libraries()
     step, trainer_cfg = cfg.step, cfg.trainer
     check_layout(cfg)
+    shape = model_shape(cfg)
     data_dir = data_run_dir(cfg)
     shard_dir = data_dir / "shards"
     index = read_index(shard_dir)
     # a model may have more embedding rows than the tokenizer has tokens (padded vocabularies),
     # never fewer: token ids would index past the embedding
-    if int(index["vocab_size"]) > int(cfg.model.vocab_size):
+    if int(index["vocab_size"]) > shape.vocab_size:
         raise ConfigError(
             "model.vocab_size",
-            f"{cfg.model.vocab_size} is smaller than the data run's tokenizer ({index['vocab_size']} tokens in {data_dir})",
-            f"set model.vocab_size={index['vocab_size']} or prepare data with data.tokenizer.vocab_size={cfg.model.vocab_size}",
-        )
-    if int(step.seq_len) > int(cfg.model.max_seq_len):
-        raise ConfigError(
-            "step.seq_len",
-            f"{step.seq_len} exceeds model.max_seq_len={cfg.model.max_seq_len}",
-            f"allowed: <= {cfg.model.max_seq_len}",
+            f"{shape.vocab_size} is smaller than the data run's tokenizer ({index['vocab_size']} tokens in {data_dir})",
+            f"set model.vocab_size={index['vocab_size']} or prepare data with data.tokenizer.vocab_size={shape.vocab_size}",
         )
 
     # Lightning's tips and info lines would repeat through Hydra's log handler
@@ -98,9 +134,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         cfg,
         run,
         tokens_per_sample=int(step.seq_len),
-        flops_per_token=training_flops_per_token(
-            LlamaShape.from_model_config(cfg.model), int(step.seq_len)
-        ),
+        flops_per_token=training_flops_per_token(shape, int(step.seq_len)),
     )
     resume_from = resume_checkpoint(cfg, run)
     # resume=auto finds an interrupted run of this config by this key

@@ -66,7 +66,6 @@ def build_trainer(
                 save_top_k=-1,
                 save_last=True,
             ),
-            L.pytorch.callbacks.LearningRateMonitor(logging_interval="step"),
             ThroughputLogger(
                 tokens_per_step,
                 flops_per_token,
@@ -81,6 +80,27 @@ def build_trainer(
         deterministic=True,
         default_root_dir=str(run.dir),
     )
+
+
+def quiet_libraries() -> None:
+    """Silence what would bury Quark's own output: progress bars of weight loading and
+    saving, a deprecation warning inside Lightning, DeepSpeed's accelerator guess on CPU."""
+    import os
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # transformers imports DeepSpeed when installed; without CUDA it warns that it chose CPU
+    if not _cuda_visible():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
+def _cuda_visible() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def build_loggers(cfg: DictConfig, run: Run) -> list[Any]:
