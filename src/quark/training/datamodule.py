@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader, Subset
 
-from quark.training.shards import ResumableSampler, TokenWindows
+from quark.training.shards import TokenWindows, training_sampler
 
 
 class ShardDataModule(L.LightningDataModule):
@@ -28,18 +28,8 @@ class ShardDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # Called after a checkpoint is restored: start where the interrupted run stopped.
-        trainer = self.trainer
-        rank, world, consumed = 0, 1, 0
-        if trainer is not None:
-            rank, world = trainer.global_rank, trainer.world_size
-            consumed = (
-                trainer.global_step
-                * trainer.accumulate_grad_batches
-                * self.micro_batch_size
-                * world
-            )
-        sampler = ResumableSampler(
-            len(self.train_windows), self.seed, start=consumed, rank=rank, world=world
+        sampler = training_sampler(
+            self.trainer, len(self.train_windows), self.micro_batch_size, self.seed
         )
         return DataLoader(self.train_windows, batch_size=self.micro_batch_size, sampler=sampler)
 

@@ -20,8 +20,8 @@ def resume_key(cfg: DictConfig) -> str:
 
 
 def resume_checkpoint(cfg: DictConfig, run: Run) -> Path | None:
-    """The checkpoint to continue from: `step.resume` as a path, or (auto) the `last.ckpt` of
-    the newest run of this step and experiment that did not complete and has the same
+    """The checkpoint to continue from: `step.resume` as a path, or (auto) the newest checkpoint
+    of the newest run of this step and experiment that did not complete and has the same
     resume key."""
     resume = cfg.step.resume
     if not resume:
@@ -43,7 +43,18 @@ def resume_checkpoint(cfg: DictConfig, run: Run) -> Path | None:
     ):
         if record.path == run.dir or record.manifest.get("status") == "completed":
             continue
-        last = record.path / "checkpoints" / "last.ckpt"
-        if last.exists() and record.manifest.get("resume_key") == wanted:
-            return last
+        newest = newest_checkpoint(record.path / "checkpoints")
+        if newest is not None and record.manifest.get("resume_key") == wanted:
+            return newest
     return None
+
+
+def newest_checkpoint(directory: Path) -> Path | None:
+    """The most recently written checkpoint in `directory`: `last.ckpt` normally, a step
+    checkpoint when the run was killed between writing it and updating `last.ckpt`.
+    Checkpoints are written whole or not at all (Lightning saves to a temporary file and
+    renames it), so the newest one on disk is complete."""
+    found = [
+        p for p in directory.glob("*.ckpt") if p.name == "last.ckpt" or p.name.startswith("step_")
+    ]
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), default=None)

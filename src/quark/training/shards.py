@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,14 +55,28 @@ class ResumableSampler(Sampler[int]):
     """An endless stream of window indices: a seeded permutation per pass, starting at global
     sample `start`. With several ranks, rank r reads samples r, r + world, r + 2 world, ... of
     the same global stream, so a step of `world` ranks sees what one process with a `world`
-    times larger batch would."""
+    times larger batch would.
 
-    def __init__(self, size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1) -> None:
+    `length` is what the sampler reports as its length (default: one pass). Lightning re-iterates
+    the loader at each of its epochs, which would restart the stream at `start`; reporting the
+    whole run's samples (see `training_sampler`) keeps a run inside one Lightning epoch.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        start: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        length: int | None = None,
+    ) -> None:
         self.size = size
         self.seed = seed
         self.start = start
         self.rank = rank
         self.world = world
+        self.length = length
 
     def __iter__(self) -> Iterator[int]:
         position = self.start
@@ -74,4 +89,24 @@ class ResumableSampler(Sampler[int]):
             position = (epoch + 1) * self.size
 
     def __len__(self) -> int:
-        return self.size
+        return self.length or self.size
+
+
+def training_sampler(trainer: Any, size: int, micro_batch_size: int, seed: int) -> ResumableSampler:
+    """This rank's sampler for a Lightning fit, starting after the samples the restored
+    checkpoint's steps consumed, and as long as the whole run (one Lightning epoch: a new
+    epoch would re-iterate the loader and restart the stream)."""
+    rank, world, step, accumulate, max_steps = 0, 1, 0, 1, 0
+    if trainer is not None:
+        rank, world = trainer.global_rank, trainer.world_size
+        step, accumulate = trainer.global_step, trainer.accumulate_grad_batches
+        max_steps = max(0, trainer.max_steps)
+    per_step = accumulate * micro_batch_size  # samples per optimizer step, per rank
+    return ResumableSampler(
+        size,
+        seed,
+        start=step * per_step * world,
+        rank=rank,
+        world=world,
+        length=max(max_steps * per_step, micro_batch_size) if max_steps else None,
+    )
