@@ -120,7 +120,7 @@ def build_loggers(cfg: DictConfig, run: Run) -> list[Any]:
                 loggers.MLFlowLogger(
                     experiment_name=str(chosen.get("project") or cfg.experiment_name),
                     tracking_uri=str(chosen.get("tracking_uri") or "")
-                    or f"file:{Path(cfg.paths.output_dir).resolve() / 'mlruns'}",
+                    or f"sqlite:///{Path(cfg.paths.output_dir).resolve() / 'mlflow.db'}",
                     run_name=f"{cfg.step.name}/{run.dir.name}",
                     tags={"quark.run_dir": str(run.dir), "quark.step": str(cfg.step.name)},
                 )
