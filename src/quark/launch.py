@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,30 @@ def step_inputs(cfg: DictConfig) -> list[dict[str, Any]]:
     return [item if isinstance(item, dict) else describe_input(item) for item in declared]
 
 
+# What Lightning's launcher puts in os.environ for a distributed job. A sweep or a pipeline runs
+# several jobs in one process: the next job must not find the last one's ranks and port.
+LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextlib.contextmanager
+def distributed_job() -> Iterator[None]:
+    """Run one job; afterwards close its process group and restore the launcher's variables."""
+    saved = {name: os.environ.get(name) for name in LAUNCHER_VARIABLES}
+    try:
+        yield
+    finally:
+        if "torch.distributed" in sys.modules:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_step(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, float]:
     """Open a Run in `run_dir`, run the step in it, and close it as completed or failed."""
     step = load_step(str(cfg.step.name))
@@ -52,11 +80,13 @@ def run_step(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, 
         raise
     if process_rank() != 0:
         # an extra process of a distributed run, in rank 0's run directory: train, record nothing
-        return step.run(cfg, Run.follower(run_dir, cfg))
+        with distributed_job():
+            return step.run(cfg, Run.follower(run_dir, cfg))
     run = Run.open(run_dir, cfg, inputs=inputs, overrides=overrides)
     log.info("%s: run directory %s", cfg.step.name, run.dir)
     try:
-        metrics = step.run(cfg, run)
+        with distributed_job():
+            metrics = step.run(cfg, run)
         run.complete(metrics)
     except BaseException as exc:
         run.fail(exc)

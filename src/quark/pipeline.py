@@ -6,7 +6,9 @@ failed stage stops the pipeline, and rerunning the same command continues from i
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +17,20 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from quark.core.errors import ConfigError, QuarkError, StepFailed
 from quark.core.files import write_json_atomic, write_text_atomic
 from quark.core.resolvers import unique_run_dir
-from quark.core.run import config_hash, now_iso
+from quark.core.run import config_hash, now_iso, process_rank
 from quark.core.runs import find_runs
 from quark.core.schemas import validate
 from quark.core.schemas.pipeline import PipelineSchema
 from quark.core.schemas.validation import check_group
 
 log = logging.getLogger("quark.pipeline")
+# Set while a stage runs: its index, run directory and handed-over inputs, for the extra ranks
+# of a distributed stage, which Lightning starts with the pipeline's own command line.
+STAGE_VARIABLE = "QUARK_PIPELINE_STAGE"
 
 
 def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) -> dict[str, float]:
     """Run every stage of cfg.pipeline; return the last stage's metrics."""
-    from hydra import compose
-    from hydra.core.hydra_config import HydraConfig
-
     from quark.launch import run_step, step_inputs
 
     pipeline = OmegaConf.to_object(check_group("pipeline", cfg.pipeline, PipelineSchema))
@@ -36,6 +38,10 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
     # The command line wins over the pipeline's overrides, except for choosing the pipeline.
     passed_on = [o for o in cli_overrides if not o.lstrip("+~").startswith("pipeline")]
     _check_step_overrides(passed_on, [stage.step for stage in pipeline.stages])
+    stage_of_rank = os.environ.get(STAGE_VARIABLE)
+    if process_rank() != 0 and stage_of_rank:
+        # an extra rank of a distributed stage, relaunched with the pipeline's command line
+        return _join_stage(json.loads(stage_of_rank), pipeline, passed_on, config_name_of_launch())
     record: dict[str, Any] = {
         "pipeline": pipeline.name,
         "started_at": now_iso(),
@@ -45,22 +51,13 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
     manifest_path = pipeline_dir / "pipeline.json"
     handed: dict[str, str] = {}
     metrics: dict[str, float] = {}
-    config_name = HydraConfig.get().job.config_name or "launch"
+    config_name = config_name_of_launch()
 
     for index, stage in enumerate(pipeline.stages, start=1):
         where = f"pipeline {pipeline.name}, stage {index} ({stage.step})"
-        overrides = [
-            *pipeline.overrides,
-            *stage.overrides,
-            *_for_step(passed_on, stage.step),
-            f"step={stage.step}",
-        ]
+        overrides = _stage_overrides(pipeline, index, passed_on)
         try:
-            stage_cfg = compose(config_name=config_name, overrides=overrides)
-            with open_dict(stage_cfg):
-                stage_cfg.pop("pipeline", None)
-                stage_cfg.inputs = dict(handed)
-            validate(stage_cfg)
+            stage_cfg = _compose_stage(config_name, overrides, handed)
             inputs = step_inputs(stage_cfg)
         except QuarkError as exc:
             _stage_failed(record, manifest_path, index, stage.step, exc)
@@ -81,6 +78,10 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
             )
             run_dir.mkdir(parents=True)
             _write_hydra_files(run_dir, stage_cfg, overrides)
+            # the extra ranks of a distributed stage inherit this and join the stage
+            os.environ[STAGE_VARIABLE] = json.dumps(
+                {"index": index, "run_dir": str(run_dir), "inputs": handed}
+            )
             try:
                 metrics = run_step(stage_cfg, run_dir, overrides)
             except Exception as exc:
@@ -90,6 +91,8 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
                 raise StepFailed(
                     f"{where} failed: {exc}; rerun the same command to continue from this stage"
                 ) from exc
+            finally:
+                os.environ.pop(STAGE_VARIABLE, None)
             entry.update(status="completed", run_dir=str(run_dir))
         record["stages"].append(entry)
         write_json_atomic(manifest_path, record)
@@ -99,6 +102,47 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
     write_json_atomic(manifest_path, record)
     _print_summary(record)
     return metrics
+
+
+def config_name_of_launch() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().job.config_name or "launch"
+
+
+def _stage_overrides(pipeline: PipelineSchema, index: int, passed_on: list[str]) -> list[str]:
+    """Overrides of stage `index` (1-based): the pipeline's, the stage's, then the command
+    line's that apply to its step."""
+    stage = pipeline.stages[index - 1]
+    return [
+        *pipeline.overrides,
+        *stage.overrides,
+        *_for_step(passed_on, stage.step),
+        f"step={stage.step}",
+    ]
+
+
+def _compose_stage(config_name: str, overrides: list[str], handed: dict[str, str]) -> DictConfig:
+    from hydra import compose
+
+    stage_cfg = compose(config_name=config_name, overrides=overrides)
+    with open_dict(stage_cfg):
+        stage_cfg.pop("pipeline", None)
+        stage_cfg.inputs = dict(handed)
+    validate(stage_cfg)
+    return stage_cfg
+
+
+def _join_stage(
+    stage: dict[str, Any], pipeline: PipelineSchema, passed_on: list[str], config_name: str
+) -> dict[str, float]:
+    """Run this process's rank of the stage rank 0 is running (STAGE_VARIABLE says which, in
+    which run directory, with which earlier runs handed over)."""
+    from quark.launch import run_step
+
+    overrides = _stage_overrides(pipeline, int(stage["index"]), passed_on)
+    stage_cfg = _compose_stage(config_name, overrides, dict(stage["inputs"]))
+    return run_step(stage_cfg, Path(stage["run_dir"]), overrides)
 
 
 def run_prerequisite(step: str) -> Path:

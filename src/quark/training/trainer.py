@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from quark.core.errors import ConfigError
 from quark.core.run import Run
 from quark.training.guards import DivergenceGuard
+from quark.training.relaunch import relaunch_jobs_not_command_lines
 from quark.training.strategies import build_strategy
 from quark.training.throughput import ThroughputLogger, peak_flops
 
@@ -40,6 +41,7 @@ def build_trainer(
     world = int(layout.devices) * int(layout.num_nodes)
     tokens_per_step = tokens_per_sample * int(layout.micro_batch_size) * accumulate * world
     progress = _progress_bar(str(layout.progress_bar))
+    relaunch_jobs_not_command_lines()
     return L.Trainer(
         accelerator=str(layout.accelerator),
         devices=int(layout.devices),
