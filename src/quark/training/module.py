@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torchmetrics
 from omegaconf import DictConfig
 
 from quark.core.errors import StepFailed
@@ -19,7 +20,8 @@ class CausalLMModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.optim = optim
-        self.val_losses: list[torch.Tensor] = []
+        # token-weighted mean validation loss (torchmetrics syncs it across ranks)
+        self.val_loss = torchmetrics.MeanMetric()
         # the step training started from: 0, or the step of the checkpoint it resumed
         self.first_step = 0
 
@@ -43,6 +45,21 @@ class CausalLMModule(L.LightningModule):
             logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
         )
 
+    def configure_model(self) -> None:
+        # trainer=fsdp (ModelParallelStrategy) gives a device mesh: shard each transformer block,
+        # then the rest, over the data-parallel ranks (FSDP2). Other strategies have no mesh.
+        # Lightning calls this again for validate after fit, on the already sharded model.
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+
+        if self.device_mesh is None or isinstance(self.model, FSDPModule):
+            return
+        mesh = self.device_mesh["data_parallel"]
+        blocks = set(getattr(self.model, "_no_split_modules", None) or ())
+        for module in self.model.modules():
+            if type(module).__name__ in blocks:
+                fully_shard(module, mesh=mesh)
+        fully_shard(self.model, mesh=mesh)
+
     def on_train_start(self) -> None:
         self.first_step = int(self.global_step)
 
@@ -62,17 +79,19 @@ class CausalLMModule(L.LightningModule):
     def validation_step(
         self, batch: torch.Tensor | dict[str, torch.Tensor], batch_idx: int
     ) -> None:
-        loss = self.loss(batch)
-        self.val_losses.append(loss.detach())
+        labels = batch["labels"] if isinstance(batch, dict) else batch
+        # weighted by target tokens: fine-tuning batches differ in how many tokens carry loss
+        targets = (labels[:, 1:] != -100).sum()
+        self.val_loss.update(self.loss(batch).detach(), weight=targets)
 
     def on_validation_epoch_end(self) -> None:
-        if not self.val_losses:
+        if int(self.val_loss.update_count) == 0:
             return
-        loss = torch.stack(self.val_losses).mean()
-        self.val_losses.clear()
-        # every rank validates the same windows; sync_dist keeps the logged value rank-agnostic
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
-        self.log("val/ppl", torch.exp(loss), sync_dist=True)
+        # compute() syncs across ranks; every rank validates the same samples anyway
+        loss = self.val_loss.compute()
+        self.val_loss.reset()
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/ppl", torch.exp(loss))
 
     def configure_optimizers(self) -> Any:
         # no weight decay on norms and biases (1-D tensors)
