@@ -3,6 +3,7 @@ run directory records the failure."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,15 @@ def test_a_sweep_gives_each_job_its_run_directory_and_a_bad_job_does_not_stop_th
     sweep = {Path(m["run_dir"]).parent for m in runs}
     assert len(sweep) == 1 and next(iter(sweep)).parent == outputs / "demo" / "plan" / "multirun"
     assert sorted(Path(m["run_dir"]).name for m in runs) == ["0", "1", "2", "3"]
+    # the summary names the swept values, how each job ended and why the bad ones failed
+    [summary] = list((outputs / "demo" / "plan" / "multirun").glob("*/sweep_summary.csv"))
+    rows = list(csv.DictReader(summary.open()))
+    assert [(r["trainer.devices"], r["model"], r["status"]) for r in rows] == [
+        ("0", "llama_tiny", "failed"),
+        ("0", "llama_small", "failed"),
+        ("1", "llama_tiny", "completed"),
+        ("1", "llama_small", "completed"),
+    ]
+    assert rows[0]["error"].startswith("trainer.devices: 0 is out of range")
+    assert float(rows[2]["metric.params_total"]) < float(rows[3]["metric.params_total"])
+    assert "sweep_summary.csv" in done.stdout

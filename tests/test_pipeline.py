@@ -71,7 +71,7 @@ def test_a_changed_input_or_override_is_recomputed(
     assert [s["status"] for s in pipeline_records(outputs)[-1]["stages"]] == ["reused", "completed"]
 
     # an override on the command line reaches every stage, so nothing matches
-    assert run_pipeline(launch, pipeline_conf, "step.mfu=0.5").returncode == 0
+    assert run_pipeline(launch, pipeline_conf, "++step.mfu=0.5").returncode == 0
     assert [s["status"] for s in pipeline_records(outputs)[-1]["stages"]] == [
         "completed",
         "completed",
@@ -108,7 +108,7 @@ def test_step_overrides_reach_only_the_stages_whose_step_has_the_key(
     launch: LaunchFn, outputs: Path, pipeline_conf: Path
 ) -> None:
     # both stages are plan steps: step.mfu reaches both
-    assert run_pipeline(launch, pipeline_conf, "step.mfu=0.5").returncode == 0
+    assert run_pipeline(launch, pipeline_conf, "++step.mfu=0.5").returncode == 0
     done = run_pipeline(launch, pipeline_conf, "++step.max_steps=5")
     assert done.returncode == 2
     assert done.stderr.strip() == (

@@ -12,11 +12,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from quark.core.run import Run, describe_input, process_rank, record_failure
+from quark.core.run import Run, describe_input, process_rank, record_failure, record_reuse
 from quark.core.schemas import validate
 from quark.steps import load_step
 
 log = logging.getLogger("quark")
+# Set while a sweep job runs: a training step whose step.resume is null resumes as with auto.
+RESUME_DEFAULT_VARIABLE = "QUARK_RESUME_DEFAULT"
 
 
 def main(cfg: DictConfig) -> dict[str, float]:
@@ -35,6 +37,16 @@ def main(cfg: DictConfig) -> dict[str, float]:
     except Exception as exc:
         record_failure(run_dir, cfg, overrides, exc)
         raise
+    from hydra.types import RunMode
+
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        # Rerunning a sweep: a job that completed is taken as it is, one that was interrupted
+        # continues from its newest checkpoint (its extra ranks inherit the variable).
+        os.environ[RESUME_DEFAULT_VARIABLE] = "auto"
+        try:
+            return run_step(cfg, run_dir, overrides, reuse_completed=True)
+        finally:
+            os.environ.pop(RESUME_DEFAULT_VARIABLE, None)
     return run_step(cfg, run_dir, overrides)
 
 
@@ -70,14 +82,27 @@ def distributed_job() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def run_step(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, float]:
-    """Open a Run in `run_dir`, run the step in it, and close it as completed or failed."""
+def run_step(
+    cfg: DictConfig, run_dir: Path, overrides: list[str], reuse_completed: bool = False
+) -> dict[str, float]:
+    """Open a Run in `run_dir`, run the step in it, and close it as completed or failed.
+
+    With `reuse_completed`, a completed run of the same config and inputs is taken instead:
+    `run_dir` records it as `reused`, pointing at it, and its metrics are returned.
+    """
     step = load_step(str(cfg.step.name))
     try:
         inputs = step_inputs(cfg)
     except Exception as exc:
         record_failure(run_dir, cfg, overrides, exc)
         raise
+    if reuse_completed and process_rank() == 0:
+        from quark.core.runs import reusable_run
+
+        earlier = reusable_run(cfg, inputs)
+        if earlier is not None:
+            log.info("%s: reused %s (same config and inputs)", cfg.step.name, earlier)
+            return record_reuse(run_dir, cfg, overrides, earlier)
     if process_rank() != 0:
         # an extra process of a distributed run, in rank 0's run directory: train, record nothing
         with distributed_job():

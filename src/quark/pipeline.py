@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from quark.core.errors import ConfigError, QuarkError, StepFailed
 from quark.core.files import write_json_atomic, write_text_atomic
 from quark.core.resolvers import unique_run_dir
-from quark.core.run import config_hash, now_iso, process_rank
-from quark.core.runs import find_runs
+from quark.core.run import now_iso, process_rank
+from quark.core.runs import reusable_run
 from quark.core.schemas import validate
 from quark.core.schemas.pipeline import PipelineSchema
 from quark.core.schemas.validation import check_group
@@ -67,7 +67,7 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
             raise
 
         entry: dict[str, Any] = {"index": index, "step": stage.step, "overrides": overrides}
-        reusable = _reusable_run(stage_cfg, inputs)
+        reusable = reusable_run(stage_cfg, inputs)
         if reusable is not None:
             log.info("%s: reused %s (same config and inputs)", where, reusable)
             entry.update(status="reused", run_dir=str(reusable))
@@ -213,26 +213,6 @@ def find_runs_metrics(run_dir: Path) -> dict[str, float]:
     from quark.core.run import read_manifest
 
     return dict(read_manifest(run_dir).get("metrics", {}))
-
-
-def _reusable_run(cfg: DictConfig, inputs: list[dict[str, Any]]) -> Path | None:
-    """The newest completed run of this step with the same config hash and input hashes."""
-    wanted_hash = config_hash(cfg)
-    wanted_inputs = sorted(i["sha256"] for i in inputs)
-    runs = find_runs(
-        cfg.paths.output_dir,
-        experiment=str(cfg.experiment_name),
-        step=str(cfg.step.name),
-        status="completed",
-    )
-    for record in reversed(runs):
-        manifest = record.manifest
-        if (
-            manifest.get("config_hash") == wanted_hash
-            and sorted(i["sha256"] for i in manifest.get("inputs", [])) == wanted_inputs
-        ):
-            return record.path
-    return None
 
 
 def _write_hydra_files(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:

@@ -35,10 +35,15 @@ UNHASHED_KEYS = ("hydra", "paths", "inputs", "experiment_name")
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Hash of the resolved config, without the keys that only place outputs."""
+    """Hash of the resolved config, without the keys that only place outputs, and without
+    `step.resume`: resuming is exact, so a resumed run computes what the run it continues
+    would have."""
     data = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(data, dict)
-    return sha256_json({k: v for k, v in data.items() if k not in UNHASHED_KEYS})
+    hashed = {k: v for k, v in data.items() if k not in UNHASHED_KEYS}
+    if isinstance(hashed.get("step"), dict) and "resume" in hashed["step"]:
+        hashed["step"] = {k: v for k, v in hashed["step"].items() if k != "resume"}
+    return sha256_json(hashed)
 
 
 def now_iso() -> str:
@@ -256,6 +261,38 @@ def record_failure(
             "host": host_facts(),
         },
     )
+
+
+def record_reuse(
+    directory: Path, cfg: DictConfig, overrides: list[str], earlier: Path
+) -> dict[str, float]:
+    """Mark `directory` as `reused`: the completed run `earlier` already computed this config
+    from the same inputs. Returns that run's metrics."""
+    earlier_manifest = read_manifest(earlier)
+    stamp = now_iso()
+    metrics = dict(earlier_manifest.get("metrics", {}))
+    write_json_atomic(
+        Path(directory) / MANIFEST,
+        {
+            "manifest_version": MANIFEST_VERSION,
+            "step": str(cfg.step.name),
+            "experiment": str(cfg.experiment_name),
+            "status": "reused",
+            "reused_run": str(Path(earlier).resolve()),
+            "error": None,
+            "started_at": stamp,
+            "ended_at": stamp,
+            "duration_s": 0.0,
+            "run_dir": str(Path(directory).resolve()),
+            "config_hash": config_hash(cfg),
+            "overrides": list(overrides),
+            "inputs": earlier_manifest.get("inputs", []),
+            "outputs": [],
+            "metrics": metrics,
+            "host": host_facts(),
+        },
+    )
+    return metrics
 
 
 def process_rank() -> int:

@@ -83,3 +83,26 @@ def find_runs(
 def latest_completed(output_dir: Path | str, experiment: str, step: str) -> RunRecord | None:
     runs = find_runs(output_dir, experiment=experiment, step=step, status="completed")
     return runs[-1] if runs else None
+
+
+def reusable_run(cfg: Any, inputs: list[dict[str, Any]]) -> Path | None:
+    """The newest completed run of this step and experiment with the same config hash and
+    input hashes: what a pipeline stage or a rerun sweep job can take instead of recomputing."""
+    from quark.core.run import config_hash
+
+    wanted_hash = config_hash(cfg)
+    wanted_inputs = sorted(i["sha256"] for i in inputs)
+    runs = find_runs(
+        cfg.paths.output_dir,
+        experiment=str(cfg.experiment_name),
+        step=str(cfg.step.name),
+        status="completed",
+    )
+    for record in reversed(runs):
+        manifest = record.manifest
+        if (
+            manifest.get("config_hash") == wanted_hash
+            and sorted(i["sha256"] for i in manifest.get("inputs", [])) == wanted_inputs
+        ):
+            return record.path
+    return None

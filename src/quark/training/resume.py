@@ -3,27 +3,26 @@ of the same config)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from quark.core.errors import ConfigError
 from quark.core.run import Run, config_hash
 
 
 def resume_key(cfg: DictConfig) -> str:
-    """Hash of the config without `step.resume`: runs that differ only in it share this key."""
-    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    assert isinstance(copy, DictConfig)
-    copy.step.resume = None
-    return config_hash(copy)
+    """The key resume=auto matches runs on: the config hash, which leaves `step.resume` out, so
+    runs that differ only in it share the key."""
+    return config_hash(cfg)
 
 
 def resume_checkpoint(cfg: DictConfig, run: Run) -> Path | None:
     """The checkpoint to continue from: `step.resume` as a path, or (auto) the newest checkpoint
     of the newest run of this step and experiment that did not complete and has the same
     resume key."""
-    resume = cfg.step.resume
+    resume = cfg.step.resume or os.environ.get("QUARK_RESUME_DEFAULT")  # set in sweep jobs
     if not resume:
         return None
     if str(resume) != "auto":
