@@ -25,7 +25,7 @@ def quark(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 def test_runs_lists_completed_and_failed_runs(launch: LaunchFn, outputs: Path) -> None:
     launch("step=plan", "model=llama_small", check=True)
     launch("step=plan", "experiment_name=other", check=True)
-    assert launch("trainer.devices=0").returncode == 2
+    assert launch("step=plan", "trainer.devices=0").returncode == 2
 
     rows = json.loads(quark("runs", "--outputs", str(outputs), "--json").stdout)
     assert [(r["experiment"], r["status"]) for r in rows] == [

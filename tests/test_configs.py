@@ -43,7 +43,18 @@ REQUIRED = {
     ("group", "option"),
     [
         (g, o)
-        for g in ("step", "model", "trainer", "logger", "peft", "paths", "pipeline", "experiment")
+        for g in (
+            "step",
+            "model",
+            "trainer",
+            "logger",
+            "peft",
+            "paths",
+            "pipeline",
+            "experiment",
+            "export",
+            "hparams_search",
+        )
         for o in options(g)
     ],
 )
@@ -62,7 +73,7 @@ def test_step_group_matches_the_built_steps() -> None:
 
 
 def test_validate_writes_typed_values_back() -> None:
-    cfg = composed(["trainer.devices=4", "trainer=ddp", "step.mfu=0.5"])
+    cfg = composed(["step=plan", "trainer.devices=4", "trainer=ddp", "step.mfu=0.5"])
     validate(cfg)
     assert cfg.trainer.devices == 4 and isinstance(cfg.trainer.devices, int)
     assert cfg.step.mfu == 0.5

@@ -1,4 +1,5 @@
-"""The `quark` command: `quark runs` lists what ran, where, how it ended, and its key metrics."""
+"""The `quark` command: `quark runs` lists what ran, where, how it ended, and its key metrics;
+`quark convert` turns a training checkpoint of any strategy into a Hugging Face directory."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from quark.core.errors import QuarkError
+from quark.core.errors import QuarkError, debug_enabled, report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,12 +35,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--limit", "-n", type=int, default=50, help="newest N runs (default 50; 0 for all)"
     )
     runs.add_argument("--json", action="store_true", help="print JSON for scripts")
+    convert = commands.add_parser(
+        "convert",
+        help="write a checkpoint (one process, DDP, FSDP2 or DeepSpeed) as a Hugging Face directory",
+    )
+    convert.add_argument(
+        "source", type=Path, help="a run directory (its checkpoints/last.ckpt) or a checkpoint"
+    )
+    convert.add_argument("--out", type=Path, required=True, help="new Hugging Face directory")
+    convert.add_argument(
+        "--config", type=Path, help="the run's config.yaml (default: found next to the checkpoint)"
+    )
     args = parser.parse_args(argv)
     try:
-        return list_runs(args)
-    except QuarkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return list_runs(args) if args.command == "runs" else convert_checkpoint(args)
+    except Exception as exc:
+        if debug_enabled():
+            traceback.print_exc()
+        return report(exc)  # one line; 2 for bad input
 
 
 def list_runs(args: argparse.Namespace) -> int:
@@ -70,6 +84,27 @@ def list_runs(args: argparse.Namespace) -> int:
         print()
         return 0
     _print_table(rows)
+    return 0
+
+
+def convert_checkpoint(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as transformers_logging
+
+    from quark.training.export import convert_to_hf
+
+    transformers_logging.disable_progress_bar()  # the summary below says what was written
+    # conversion runs on the CPU; transformers imports DeepSpeed (through accelerate), which
+    # would otherwise probe for an accelerator and say so on stdout
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    done = convert_to_hf(args.source, args.out, args.config)
+    tokenizer = done["tokenizer"] or "none found (add one with tokenizer.save_pretrained)"
+    print(
+        f"{args.out}: {done['parameters'] / 1e6:.2f}M parameters from the {done['format']} "
+        f"checkpoint {done['checkpoint']}\n"
+        f"tokenizer: {tokenizer}\n"
+        f"reloaded with AutoModelForCausalLM.from_pretrained: max logit difference "
+        f"{done['hf_max_logit_diff']:.3g}"
+    )
     return 0
 
 

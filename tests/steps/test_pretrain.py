@@ -148,8 +148,8 @@ BAD = [
     (["model.vocab_size=200"], "model.vocab_size: 200 is smaller than the data run's tokenizer"),
     (["step.seq_len=200"], "step.seq_len: 200 exceeds the model's 128 positions"),
     (
-        ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.precision=32-true"],
-        "trainer: strategy 'fsdp' is not built for training yet",
+        ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.precision=16-mixed"],
+        "trainer.precision: 16-mixed needs a GPU",
     ),
     (["step.resume=/no/such.ckpt"], "step.resume: /no/such.ckpt is not a checkpoint"),
 ]

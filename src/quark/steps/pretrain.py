@@ -7,9 +7,9 @@
 Reads the shards of a data run, trains the configured Llama with Lightning (AdamW with
 weight-decay groups, warmup and cosine, gradient clipping and accumulation), validates loss and
 perplexity, checkpoints every N steps and at the end (`checkpoints/last.ckpt`), and writes a
-Hugging Face model directory (`hf/`) that `AutoModelForCausalLM.from_pretrained` loads with
-the same logits. Built so far: one process (trainer=cpu or gpu) and DDP; FSDP and DeepSpeed
-come with the training issue.
+Hugging Face model directory (`hf/`), consolidated from that checkpoint whatever the strategy
+(one process, DDP, FSDP2, DeepSpeed ZeRO 1/2/3 and offload), that
+`AutoModelForCausalLM.from_pretrained` loads with the trained model's validation loss.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from quark.data.packing import read_index
     from quark.planning.parameters import training_flops_per_token
     from quark.training.datamodule import ShardDataModule
-    from quark.training.export import export_hf
+    from quark.training.export import export_checkpoint
     from quark.training.module import CausalLMModule
     from quark.training.resume import resume_checkpoint, resume_key
     from quark.training.strategies import check_layout
@@ -143,17 +143,25 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
-    trainer.save_checkpoint(str(run.dir / "checkpoints" / "last.ckpt"))
+    last = run.dir / "checkpoints" / "last.ckpt"
+    trainer.save_checkpoint(str(last))
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
     final_val = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     if not trainer.is_global_zero:
         return {}  # rank 0 exports and records
 
-    max_diff = export_hf(
-        model,
+    # Under ZeRO-3 and FSDP2 every rank holds a shard of each weight: the export is rebuilt
+    # whole from the checkpoint just written, and must reproduce the validation loss just measured
+    exported = export_checkpoint(
+        last,
+        model.config,
         run.path("hf", "config.json").parent,
         data_dir / "tokenizer",
         datamodule.val_windows[0][:-1].unsqueeze(0),
+        val_batches=datamodule.val_dataloader(),
+        trained_val_loss=float(final_val["val/loss"]),
+        precision=str(trainer_cfg.precision),
+        device=trainer.strategy.root_device,
     )
     run.add_output("hf")
     run.add_output("checkpoints")
@@ -173,7 +181,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         "train_loss": train_loss,
         "steps": float(trainer.global_step),
         "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
-        "hf_max_logit_diff": max_diff,
+        **exported,  # hf_max_logit_diff, hf_val_loss
     }
     _print_summary(run, metrics)
     return metrics

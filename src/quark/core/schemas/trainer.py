@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from quark.core.errors import ConfigError
 from quark.core.schemas.fields import choice, ranged
@@ -38,6 +39,9 @@ class TrainerSchema:
     # DeepSpeed ZeRO-Offload / ZeRO-Infinity to host memory.
     offload_optimizer: bool = False
     offload_params: bool = False
+    # The DeepSpeed config (JSON keys) for the deepspeed_* strategies, free-form: DeepSpeed checks
+    # it. quark.training.strategies.deepspeed_config fills and cross-checks the keys Quark owns.
+    deepspeed: dict[str, Any] | None = None
 
     @property
     def world_size(self) -> int:
@@ -61,4 +65,10 @@ class TrainerSchema:
                 "trainer.offload_params",
                 f"needs trainer.strategy=deepspeed_zero3, not '{self.strategy}'",
                 "parameter offload is a ZeRO-3 feature",
+            )
+        if self.deepspeed is not None and not self.strategy.startswith("deepspeed"):
+            raise ConfigError(
+                "trainer.deepspeed",
+                f"a DeepSpeed config is only read by the deepspeed strategies, not '{self.strategy}'",
+                "use trainer=deepspeed_zero1, deepspeed_zero2, deepspeed_zero3 or deepspeed_zero3_offload",
             )
