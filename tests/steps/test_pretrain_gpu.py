@@ -1,0 +1,31 @@
+"""Pretrain on one GPU in bf16-mixed: loss falls, MFU is logged against the GPU's peak, and the
+export reproduces the trained validation loss. Runs on the accelerator machine only."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from ..conftest import LaunchFn
+from .test_pretrain import TRAIN, data_run, pretrain_runs
+
+__all__ = ["data_run"]  # the fixture, imported for the tests below
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_bf16_pretraining_on_one_gpu(launch: LaunchFn, outputs: Path, data_run: Path) -> None:
+    launch(*TRAIN, "trainer=gpu", "trainer.log_every_n_steps=4", check=True)
+    [run] = pretrain_runs(outputs)
+    metrics = run["metrics"]
+    assert abs(metrics["hf_val_loss"] - metrics["val_loss"]) < 5e-2
+    with open(Path(run["run_dir"]) / "logs" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    losses = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+    assert losses[-1] < losses[0]
+    mfu = [float(r["perf/mfu"]) for r in rows if r.get("perf/mfu")]
+    # logged only for GPUs the planner knows (H100, H200, A100)
+    if mfu:
+        assert all(0 < m < 1 for m in mfu)
