@@ -39,23 +39,25 @@ def summarise(sweep_dir: Path, objective: str) -> list[dict[str, Any]]:
     )
     manifests = {}
     for job in jobs:
-        path = job / "manifest.json"
-        manifests[job.name] = json.loads(path.read_text()) if path.is_file() else {}
+        manifest_path = job / "manifest.json"
+        manifests[job.name] = (
+            json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        )
     swept = _swept_keys([m.get("overrides", []) for m in manifests.values()])
     rows = []
-    for job, manifest in manifests.items():
+    for name, manifest in manifests.items():
         overrides = dict(o.split("=", 1) for o in manifest.get("overrides", []) if "=" in o)
         metrics = manifest.get("metrics", {})
         error = (manifest.get("error") or {}).get("message", "")
         rows.append(
             {
-                "job": job,
+                "job": name,
                 **{key: overrides.get(key, "") for key in swept},
                 "status": manifest.get("status", "not started"),
                 objective: metrics.get(objective, ""),
                 "error": error,
                 **{f"metric.{k}": v for k, v in sorted(metrics.items()) if k != objective},
-                "run_dir": manifest.get("reused_run") or str(sweep_dir / job),
+                "run_dir": manifest.get("reused_run") or str(sweep_dir / name),
             }
         )
     return rows

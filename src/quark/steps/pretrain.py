@@ -90,6 +90,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from quark.data.packing import read_index
+    from quark.hpo.pruning import trial_callbacks
     from quark.planning.parameters import training_flops_per_token
     from quark.training.datamodule import ShardDataModule
     from quark.training.export import export_checkpoint
@@ -135,6 +136,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         run,
         tokens_per_sample=int(step.seq_len),
         flops_per_token=training_flops_per_token(shape, int(step.seq_len)),
+        callbacks=trial_callbacks(),  # pruning, when this job is a trial of an Optuna study
     )
     resume_from = resume_checkpoint(cfg, run)
     # resume=auto finds an interrupted run of this config by this key
