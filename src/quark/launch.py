@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from quark.core.errors import RunStopped
 from quark.core.run import Run, describe_input, process_rank, record_failure, record_reuse
 from quark.core.schemas import validate
 from quark.steps import load_step
@@ -113,6 +114,11 @@ def run_step(
         with distributed_job():
             metrics = step.run(cfg, run)
         run.complete(metrics)
+    except RunStopped as stopped:
+        # stopped on purpose (an HPO trial its pruner cut short): not a failure
+        run.stop(stopped)
+        log.info("%s stopped: %s", cfg.step.name, stopped)
+        return {}
     except BaseException as exc:
         run.fail(exc)
         raise

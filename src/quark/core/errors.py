@@ -134,6 +134,11 @@ def report(exc: BaseException) -> int:
     return EXIT_INTERNAL
 
 
+class RunStopped(Exception):
+    """A run stopped on purpose before its end, e.g. an HPO trial its pruner cut short: the
+    manifest records `pruned`, the command does not fail, no traceback."""
+
+
 class StepFailed(Exception):
     """A step that started and failed at run time (not bad input): exit status 1, one line."""
 

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from quark.core.environment import git_state, host_facts, library_versions
-from quark.core.errors import QuarkError
+from quark.core.errors import QuarkError, one_line
 from quark.core.files import (
     files_under,
     sha256_file,
@@ -217,6 +217,11 @@ class Run:
         message = " ".join(str(error).split()) or type(error).__name__
         self.manifest["error"] = {"type": type(error).__name__, "message": message}
         self._end("failed")
+
+    def stop(self, reason: BaseException) -> None:
+        """End as `pruned`: stopped on purpose before the end (no outputs are declared)."""
+        self.manifest["error"] = {"type": type(reason).__name__, "message": one_line(str(reason))}
+        self._end("pruned")
 
     def _end(self, status: str) -> None:
         self.manifest["status"] = status

@@ -9,13 +9,14 @@ rank 0 decides and every rank stops together.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
 
 import lightning as L
 
-from quark.core.errors import ConfigError
+from quark.core.errors import ConfigError, RunStopped
 from quark.hpo.settings import TRIAL_VARIABLE, StudySettings, build_optuna_object, read_settings
 
 log = logging.getLogger("quark.hpo")
@@ -60,6 +61,15 @@ class TrialReport:
         return bool(self.study.pruner.prune(self.study, self.storage.get_trial(self.trial_id)))
 
 
+@functools.cache
+def pruned_trial_type() -> type[Exception]:
+    """optuna.TrialPruned that is also Quark's RunStopped, so the launch records the job as
+    `pruned` rather than failed (optuna is imported only when a trial is pruned)."""
+    import optuna
+
+    return type("PrunedTrial", (optuna.TrialPruned, RunStopped), {})
+
+
 class TrialPruning(L.Callback):
     """After each validation during fit: report, ask the pruner, stop with TrialPruned."""
 
@@ -89,8 +99,6 @@ class TrialPruning(L.Callback):
             prune = self.trial.should_prune(step, value) and step < int(trainer.max_steps)
             message = f"trial {self.number} pruned at step {step}: {metric} {value:.4g}"
         if trainer.strategy.broadcast(prune, src=0):
-            import optuna
-
             if message:
                 log.info(message)
-            raise optuna.TrialPruned(message or f"trial {self.number} pruned")
+            raise pruned_trial_type()(message or f"trial {self.number} pruned")

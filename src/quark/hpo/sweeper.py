@@ -180,33 +180,12 @@ def tell(study: optuna.Study, trial: optuna.trial.Trial, job_dir: Path, objectiv
         told = study.tell(trial, outcome.value)  # a NaN value makes it FAIL
         log.info("trial %d: %s=%.6g %s", trial.number, objective, outcome.value, trial.params)
     elif outcome.state == "PRUNED":
-        mark_pruned(job_dir)
         told = study.tell(trial, state=TrialState.PRUNED)
         log.info("trial %d pruned: %s", trial.number, outcome.message)
     else:
         told = study.tell(trial, state=TrialState.FAIL)
         log.warning("trial %d failed: %s", trial.number, outcome.message)
     return told.state.name
-
-
-def mark_pruned(job_dir: Path) -> None:
-    """Record a pruned job as `pruned`, not `failed`, in its manifest; and keep it from the
-    failures reported at exit (the job ran in this process with the basic launcher)."""
-    import json
-
-    import optuna
-
-    from quark.core import errors
-    from quark.core.files import write_json_atomic
-
-    path = job_dir / "manifest.json"
-    manifest = json.loads(path.read_text())
-    if manifest.get("status") == "failed":
-        write_json_atomic(path, {**manifest, "status": "pruned"})
-    # quark.launch records a stopped step as failed and exit_cleanly reports every failed job;
-    # a pruned trial is the study working as meant, so it leaves the list
-    failures = errors._task_failures
-    failures[:] = [exc for exc in failures if not isinstance(exc, optuna.TrialPruned)]
 
 
 def merge_spaces(
