@@ -7,10 +7,15 @@
 
 The manifest is rewritten atomically at every change of state, and `completed` is written only
 after every declared output exists and has been hashed.
+
+A SLURM job that is requeued (preempted, or at its time limit: quark.slurm.requeue) starts again
+in the same run directory; `Run.open` reopens the run it left `running` there, and the run ends
+once, as completed or failed, in the attempt that finishes it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -116,6 +121,28 @@ def verify_run(run_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+class RunRequeued(SystemExit):
+    """Ends a process whose SLURM job was requeued: the job starts again and continues the run in
+    the same directory, so the run is neither completed nor failed (`Run.fail` leaves it
+    `running`). A SystemExit, so that neither Hydra nor submitit records the job as finished."""
+
+
+# What a requeued job finds when its last attempt was stopped: `running` after a requeue or a
+# kill, `failed` when a SIGTERM (preemption without a warning signal) ended the step.
+UNFINISHED = ("running", "failed")
+
+
+def continued_by_this_job(manifest: dict[str, Any]) -> bool:
+    """Whether this process is the SLURM job that wrote `manifest`, started again by a requeue
+    (SLURM keeps the job id and sets SLURM_RESTART_COUNT)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return (
+        bool(job)
+        and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+        and (manifest.get("host") or {}).get("slurm_job_id") == job
+    )
+
+
 class Run:
     """One step's run directory. Steps write through `path()` and declare with `add_output()`."""
 
@@ -140,14 +167,18 @@ class Run:
     def open(
         cls, directory: Path, cfg: DictConfig, inputs: list[dict[str, Any]], overrides: list[str]
     ) -> Run:
-        """Create the manifest as `running`, with the verified inputs already recorded."""
+        """Create the manifest as `running`, with the verified inputs already recorded; or reopen
+        the run this requeued SLURM job left unfinished in `directory`."""
         directory = Path(directory).resolve()
         existing = directory / MANIFEST
         if existing.exists():
-            raise QuarkError(
-                f"{directory}: already holds a run; set hydra.run.dir to a new directory "
-                "(two launches in the same second share a timestamp)"
-            )
+            earlier = read_manifest(directory)
+            if not (continued_by_this_job(earlier) and earlier.get("status") in UNFINISHED):
+                raise QuarkError(
+                    f"{directory}: already holds a run; set hydra.run.dir to a new directory "
+                    "(two launches in the same second share a timestamp)"
+                )
+            return cls._reopen(directory, earlier, cfg, inputs)
         directory.mkdir(parents=True, exist_ok=True)
         write_text_atomic(directory / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         manifest: dict[str, Any] = {
@@ -172,6 +203,33 @@ class Run:
             "host": host_facts(),
         }
         run = cls(directory, manifest)
+        run._write()
+        return run
+
+    @classmethod
+    def _reopen(
+        cls, directory: Path, earlier: dict[str, Any], cfg: DictConfig, inputs: list[dict[str, Any]]
+    ) -> Run:
+        """The run `earlier` describes, `running` again in this (requeued) process."""
+        if earlier.get("config_hash") != config_hash(cfg):
+            raise QuarkError(
+                f"{directory}: the requeued job's config differs from the run it left there; "
+                "start it as a new run"
+            )
+        manifest = {
+            **earlier,
+            "status": "running",
+            "error": None,
+            "ended_at": None,
+            "duration_s": None,
+            "inputs": inputs,
+            "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+            "host": host_facts(),
+        }
+        run = cls(directory, manifest)
+        # duration_s counts from the first attempt's start, queueing between attempts included
+        started = datetime.fromisoformat(str(earlier["started_at"]))
+        run._started -= (datetime.now(timezone.utc) - started).total_seconds()
         run._write()
         return run
 
@@ -214,6 +272,9 @@ class Run:
         self._end("completed")
 
     def fail(self, error: BaseException) -> None:
+        """Mark the run failed with `error`; a requeue is no failure: the run stays `running`."""
+        if isinstance(error, RunRequeued):
+            return
         message = " ".join(str(error).split()) or type(error).__name__
         self.manifest["error"] = {"type": type(error).__name__, "message": message}
         self._end("failed")
@@ -303,11 +364,10 @@ def record_reuse(
 def process_rank() -> int:
     """This process's global rank in a distributed run (0 when not distributed).
 
-    Lightning sets LOCAL_RANK in the processes it launches; torchrun sets RANK.
+    Lightning sets LOCAL_RANK in the processes it launches; torchrun sets RANK; srun, which
+    starts every rank of a job on SLURM (one task per device), sets SLURM_PROCID.
     """
-    import os
-
-    for variable in ("RANK", "LOCAL_RANK"):
+    for variable in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
         value = os.environ.get(variable)
         if value and value.isdigit():
             return int(value)

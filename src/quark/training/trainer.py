@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from quark.core.errors import ConfigError
 from quark.core.run import Run
+from quark.slurm.requeue import SlurmRequeue, slurm_environment
 from quark.training.guards import DivergenceGuard
 from quark.training.relaunch import relaunch_jobs_not_command_lines
 from quark.training.strategies import build_strategy
@@ -42,11 +43,13 @@ def build_trainer(
     tokens_per_step = tokens_per_sample * int(layout.micro_batch_size) * accumulate * world
     progress = _progress_bar(str(layout.progress_bar))
     relaunch_jobs_not_command_lines()
+    slurm = slurm_environment()  # srun started this process: one task per device
     return L.Trainer(
         accelerator=str(layout.accelerator),
         devices=int(layout.devices),
         num_nodes=int(layout.num_nodes),
         strategy=build_strategy(layout),
+        plugins=[slurm] if slurm else None,
         # the DataModules shard the sample stream by rank themselves, resumably
         use_distributed_sampler=False,
         precision=str(layout.precision),  # type: ignore[arg-type]  # a schema choice
@@ -75,6 +78,8 @@ def build_trainer(
                 int(layout.log_every_n_steps),
             ),
             *([progress] if progress else []),
+            # preempted or at its time limit: checkpoint, requeue, resume in this run directory
+            *([SlurmRequeue(run)] if SlurmRequeue.wanted() else []),
             *callbacks,
         ],
         enable_progress_bar=progress is not None,
@@ -91,6 +96,9 @@ def quiet_libraries() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # Lightning's hint on any machine with Slurm's client installed; Quark runs under srun
+    # through hydra/launcher=slurm, and a run started by hand there is meant to run as it is
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
     # transformers imports DeepSpeed when installed; without CUDA it warns that it chose CPU
     if not _cuda_visible():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
