@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 # Without CUDA, pin torch to a CPU build (constraints/cpu.txt); with it, let pip pick.
 CONSTRAINTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints/cpu.txt)
 STAMP := $(VENV)/.installed
+# llama-cpp-python (dev extra) builds from source: portable flags, and no llava (about 200 s)
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 
 .PHONY: install demo test lint typecheck pytest bench clean
 

@@ -7,6 +7,7 @@ same way.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,6 +106,8 @@ def quiet_libraries() -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+    # transformers imports torchao when installed (the export extra), which warns on import
+    logging.getLogger("torchao").setLevel(logging.ERROR)
 
 
 def _cuda_visible() -> bool:
