@@ -22,6 +22,8 @@ STEPS: dict[str, str] = {
     "plan": "quark.steps.plan",
     "data": "quark.steps.data",
     "pretrain": "quark.steps.pretrain",
+    "finetune": "quark.steps.finetune",
+    "optimize": "quark.steps.optimize",
 }
 
 

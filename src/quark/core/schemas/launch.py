@@ -5,12 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from quark.core.schemas.data import DataSchema
+from quark.core.schemas.export import ExportSchema
 from quark.core.schemas.fields import pattern, ranged
 from quark.core.schemas.logger import LoggerSchema
 from quark.core.schemas.model import ModelSchema
 from quark.core.schemas.paths import PathsSchema
+from quark.core.schemas.peft import PeftSchema
 from quark.core.schemas.pipeline import PipelineSchema
-from quark.core.schemas.steps import DataStepSchema, PlanStepSchema, PretrainStepSchema
+from quark.core.schemas.steps import (
+    DataStepSchema,
+    FinetuneStepSchema,
+    OptimizeStepSchema,
+    PlanStepSchema,
+    PretrainStepSchema,
+)
 from quark.core.schemas.trainer import TrainerSchema
 
 
@@ -29,8 +37,10 @@ GROUP_SCHEMAS: dict[str, type] = {
     "model": ModelSchema,
     "trainer": TrainerSchema,
     "logger": LoggerSchema,
+    "peft": PeftSchema,
     "paths": PathsSchema,
     "pipeline": PipelineSchema,
+    "export": ExportSchema,
 }
 
 # One schema per built step; quark.steps.STEPS names the module that runs it.
@@ -38,6 +48,8 @@ STEP_SCHEMAS: dict[str, type] = {
     "plan": PlanStepSchema,
     "data": DataStepSchema,
     "pretrain": PretrainStepSchema,
+    "finetune": FinetuneStepSchema,
+    "optimize": OptimizeStepSchema,
 }
 
 TOP_LEVEL_KEYS = ("step", *GROUP_SCHEMAS, *TopLevelSchema.__dataclass_fields__, "hydra")

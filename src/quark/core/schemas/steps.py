@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from omegaconf import MISSING
+
 from quark.core.schemas.fields import choice, ranged
 
 HARDWARE = ("auto", "cpu", "A100_40GB", "A100_80GB", "H100", "H200")
@@ -60,3 +62,62 @@ class PretrainStepSchema:
     # null: start fresh; auto: continue the newest unfinished run of this config; or a .ckpt path
     resume: str | None = None
     optim: OptimSchema = field(default_factory=OptimSchema)
+
+
+@dataclass
+class FinetuneStepSchema:
+    name: str = "finetune"
+    # a pretrain or finetune run directory (its hf/ export is loaded) or a Hugging Face model
+    # directory (config.json, weights, tokenizer); null: the newest completed pretrain run
+    init_from: str | None = None
+    # a tokenizer directory; null: the one saved with the model
+    tokenizer: str | None = None
+    # a directory holding train.jsonl and val.jsonl of {prompt, response} records; null: the
+    # newest completed data run of this experiment that holds them (data=arithmetic_sft)
+    data_dir: str | None = None
+    # Jinja chat template over `messages` (role, content); saved with the exported tokenizer
+    chat_template: str = MISSING
+    # a system message put before every prompt; null: none
+    system_prompt: str | None = None
+    # the token that ends every message in the template; generation stops at it
+    stop_token: str = "<|end|>"
+    # tokens per training sample: an example longer than this is an error, never cut
+    seq_len: int = ranged(64, ge=2)
+    # several examples per sample (whole examples, up to seq_len tokens) instead of one each
+    packing: bool = False
+    max_steps: int = ranged(2000, ge=1)
+    val_every_n_steps: int = ranged(500, ge=1)
+    # validation examples for the loss (the same ones every time)
+    val_samples: int = ranged(64, ge=1)
+    checkpoint_every_n_steps: int = ranged(1000, ge=1)
+    grad_clip: float = ranged(1.0, ge=0)
+    # null: start fresh; auto: continue the newest unfinished run of this config; or a .ckpt path
+    resume: str | None = None
+    # validation examples whose greedy answer is checked, before and after training
+    eval_samples: int = ranged(200, ge=1)
+    eval_batch_size: int = ranged(64, ge=1)
+    # generation budget per answer; an answer not finished within it counts as wrong
+    max_new_tokens: int = ranged(16, ge=1)
+    optim: OptimSchema = field(default_factory=OptimSchema)
+
+
+@dataclass
+class OptimizeStepSchema:
+    name: str = "optimize"
+    # a pretrain or finetune run directory (its hf/ export is loaded) or a Hugging Face model
+    # directory; null: the newest completed finetune run of this experiment, else pretrain run
+    model_dir: str | None = None
+    # a data run with token shards (its validation split checks the export); null: the data
+    # run the model was trained on, else the newest completed one of this experiment
+    data_dir: str | None = None
+    # tokens per validation window, at most the model's positions
+    seq_len: int = ranged(128, ge=2)
+    # validation windows the export is compared on (teacher forced), and their batch size
+    val_samples: int = ranged(16, ge=1)
+    batch_size: int = ranged(8, ge=1)
+    # latency: greedy decoding of new_tokens after a prompt of prompt_tokens, best of repeats
+    prompt_tokens: int = ranged(16, ge=1)
+    new_tokens: int = ranged(32, ge=2)
+    latency_repeats: int = ranged(3, ge=1)
+    # CPU threads of every runtime (torch, ONNX Runtime, llama.cpp); null: torch's default
+    threads: int | None = ranged(None, ge=1)

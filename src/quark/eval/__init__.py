@@ -1,0 +1,1 @@
+"""Measuring models: task accuracy by exact match of generated answers."""

@@ -1,0 +1,197 @@
+"""export=onnx: the model as ONNX (torch.onnx's dynamo exporter) with key/value-cache inputs
+and outputs, so ONNX Runtime decodes one token per forward pass.
+
+    exports/onnx/  model.onnx (+ model.onnx.data over 1 GiB), config.json, tokenizer files
+
+Inputs:  input_ids [batch, seq] int64, attention_mask [batch, past + seq] int64 (1 = attend,
+         0 = padding), position_ids [batch, seq] int64 (each token's position: with left
+         padding, count from the first real token), past_key_values.<layer>.key / .value
+         [batch, kv_heads, past, head_dim] float32
+Outputs: logits [batch, seq, vocab], present.<layer>.key / .value [batch, kv_heads, past + seq,
+         head_dim]: the next call's past. The first call passes an empty past (past = 0).
+
+(optimum's ONNX export would do this but needs transformers < 4.58.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from quark.export import copy_model_files, require
+from quark.export.decoding import cache_argument, returned_cache
+from quark.export.validation import Tolerance
+
+DEFAULT_TOLERANCE = {
+    # the same fp32 arithmetic, in other kernels and another order of sums
+    "fp32": Tolerance(
+        max_logit_diff=1e-3,
+        min_logit_cosine=0.99999,
+        min_top1_agreement=0.999,
+        max_ppl_change_pct=0.1,
+    ),
+}
+# opset 23 has Attention, RotaryEmbedding and RMSNormalization: one node each where opset 18
+# spells them out in a dozen (558 nodes -> 330 for llama_tiny); at one token a step the graph's
+# per-node overhead, not its arithmetic, is much of the time (1.16 -> 0.96 ms/token in int8)
+OPSET = 23
+# protobuf's 2 GiB limit on one file: larger models keep their weights beside model.onnx
+EXTERNAL_DATA_BYTES = 1 << 30
+
+
+def check(model_dir: Path, config: dict[str, Any], precision: str) -> None:
+    """Any transformers decoder that takes a DynamicCache exports; the exporter and the runtime
+    that validates it must be installed."""
+    for package in ("onnx", "onnxscript", "onnxruntime"):
+        require(package, "onnx")
+
+
+def export(model: Any, model_dir: Path, out_dir: Path, precision: str, threads: int) -> OnnxDecoder:
+    write_onnx(model, out_dir / "model.onnx")
+    copy_model_files(model_dir, out_dir)
+    return OnnxDecoder(out_dir / "model.onnx", threads)
+
+
+class KeyValueCacheStep(torch.nn.Module):
+    """One forward pass of `model` over a cache given as flat tensors (key, value per layer),
+    the DynamicCache rebuilt inside: ONNX has no cache objects, only tensors."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.cache_argument = cache_argument(model)
+
+    def forward(
+        self, input_ids: Any, attention_mask: Any, position_ids: Any, past: list[Any]
+    ) -> tuple[Any, ...]:
+        from transformers import DynamicCache
+
+        pairs = [(past[i], past[i + 1]) for i in range(0, len(past), 2)]
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            **{self.cache_argument: DynamicCache(ddp_cache_data=pairs)},
+        )
+        cache = returned_cache(out)
+        present = [t for layer in cache.layers for t in (layer.keys, layer.values)]
+        return (out.logits, *present)
+
+
+def write_onnx(model: Any, path: Path) -> None:
+    """Export `model` (fp32, eval) to `path` with dynamic batch, sequence and past lengths."""
+    from torch.export import Dim
+
+    model = model.eval()
+    # the cache's shapes come from the model itself: any layout transformers gives it
+    with torch.no_grad():
+        probe = model(input_ids=torch.zeros(1, 1, dtype=torch.long), use_cache=True)
+    layers = [(layer.keys, layer.values) for layer in returned_cache(probe).layers]
+    # a batch of 2 and a past of 3 so no dimension is specialised to 1 (which would fix it)
+    batch, seq, past_len = 2, 4, 3
+    past = [
+        torch.zeros(batch, *t.shape[1:2], past_len, *t.shape[3:]) for pair in layers for t in pair
+    ]
+    input_ids = torch.zeros(batch, seq, dtype=torch.long)
+    attention_mask = torch.ones(batch, past_len + seq, dtype=torch.long)
+    position_ids = torch.arange(past_len, past_len + seq).repeat(batch, 1)
+    names = [f"{i}.{kind}" for i in range(len(layers)) for kind in ("key", "value")]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    torch.onnx.export(
+        KeyValueCacheStep(model).eval(),
+        (input_ids, attention_mask, position_ids, past),
+        str(path),
+        dynamo=True,
+        opset_version=OPSET,
+        input_names=[
+            "input_ids",
+            "attention_mask",
+            "position_ids",
+            *(f"past_key_values.{n}" for n in names),
+        ],
+        output_names=["logits", *(f"present.{n}" for n in names)],
+        dynamic_shapes={
+            "input_ids": {0: Dim.AUTO, 1: Dim.AUTO},
+            "attention_mask": {0: Dim.AUTO, 1: Dim.AUTO},
+            "position_ids": {0: Dim.AUTO, 1: Dim.AUTO},
+            "past": [{0: Dim.AUTO, 2: Dim.AUTO} for _ in past],
+        },
+        external_data=parameter_bytes > EXTERNAL_DATA_BYTES,
+        verbose=False,
+    )
+    drop_node_metadata(path)
+
+
+def drop_node_metadata(path: Path) -> None:
+    """Remove the exporter's per-node debugging notes (FX node, Python stack trace): about
+    1 KB a node, more than the weights of a small model."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)  # weights stay where they are
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    onnx.save(proto, str(path))
+
+
+class OnnxDecoder:
+    """An ONNX model with key/value-cache inputs (see the module docstring) in ONNX Runtime."""
+
+    runtime = "onnxruntime (CPUExecutionProvider)"
+    times_generation = True
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.past_inputs = [i for i in self.session.get_inputs() if i.name.startswith("past_")]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        # [batch, kv_heads, 0, head_dim]: kv_heads and head_dim are fixed in the graph
+        return {
+            i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), dtype=np.float32)
+            for i in self.past_inputs
+        }
+
+    def logits(self, tokens: np.ndarray) -> np.ndarray:
+        batch, seq = tokens.shape
+        feeds = {
+            "input_ids": tokens.astype(np.int64),
+            "attention_mask": np.ones((batch, seq), dtype=np.int64),
+            "position_ids": np.tile(np.arange(seq, dtype=np.int64), (batch, 1)),
+            **self._empty_past(batch),
+        }
+        return self.session.run(["logits"], feeds)[0]
+
+    def generate(self, prompt: list[int], new_tokens: int) -> list[int]:
+        from onnxruntime import OrtValue
+
+        # OrtValues in and out: each step's present goes back in as the next past, uncopied
+        ids = np.asarray([prompt], dtype=np.int64)
+        feeds = {name: OrtValue.ortvalue_from_numpy(a) for name, a in self._empty_past(1).items()}
+        out: list[int] = []
+        length = 0
+        for _ in range(new_tokens):
+            positions = np.arange(length, length + ids.shape[1], dtype=np.int64)[None]
+            length += ids.shape[1]
+            feeds["input_ids"] = OrtValue.ortvalue_from_numpy(ids)
+            feeds["attention_mask"] = OrtValue.ortvalue_from_numpy(np.ones((1, length), np.int64))
+            feeds["position_ids"] = OrtValue.ortvalue_from_numpy(positions)
+            results = self.session.run_with_ort_values(self.outputs, feeds)
+            token = int(results[0].numpy()[0, -1].argmax())
+            out.append(token)
+            ids = np.asarray([[token]], dtype=np.int64)
+            for value, name in zip(results[1:], self.outputs[1:], strict=True):
+                feeds[name.replace("present.", "past_key_values.", 1)] = value
+        return out
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,291 @@
+"""Supervised fine-tuning samples: prompt/response pairs rendered with a chat template, the loss
+masked to the response, optionally packed several to a sample, in a resumable order.
+
+A pair becomes the token ids of the rendered prompt (ending with the template's generation
+prompt, e.g. `<|assistant|>`) followed by the ids of the rest of the rendered conversation (the
+response and its end marker). The two parts are tokenized separately, so the prompt is exactly
+what generation sees later, and only the second part carries labels.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from quark.core.errors import ConfigError, QuarkError
+from quark.training.shards import training_sampler
+
+IGNORE = -100  # label where no loss is taken (CausalLMModule.loss)
+
+
+@dataclass(frozen=True)
+class Pair:
+    prompt: str
+    response: str
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training sample: token ids and their labels (IGNORE on prompt tokens)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+def read_pairs(path: Path) -> list[Pair]:
+    """The {prompt, response} records of a jsonl file (other fields are ignored)."""
+    if not path.is_file():
+        raise ConfigError(
+            "step.data_dir",
+            f"{path.parent} has no {path.name}",
+            "give a data run of data=arithmetic_sft, or a directory holding train.jsonl and "
+            "val.jsonl with prompt and response fields",
+        )
+    pairs = []
+    with open(path) as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise QuarkError(f"{path}: line {number} is not JSON") from None
+            if not (
+                isinstance(record, dict)
+                and isinstance(record.get("prompt"), str)
+                and isinstance(record.get("response"), str)
+            ):
+                fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+                raise QuarkError(
+                    f"{path}: line {number} has no string 'prompt' and 'response' fields "
+                    f"(it has: {fields}); supervised fine-tuning needs prompt/response records"
+                )
+            pairs.append(Pair(record["prompt"], record["response"]))
+    if not pairs:
+        raise QuarkError(f"{path}: no records; supervised fine-tuning needs prompt/response pairs")
+    return pairs
+
+
+def messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*system, {"role": "user", "content": prompt}]
+
+
+def render_prompts(tokenizer: Any, pairs: Sequence[Pair], system_prompt: str | None) -> list[str]:
+    """Each pair's conversation up to where the assistant's answer starts, as text."""
+    return [
+        tokenizer.apply_chat_template(
+            messages(p.prompt, system_prompt), add_generation_prompt=True, tokenize=False
+        )
+        for p in pairs
+    ]
+
+
+def encode_pairs(tokenizer: Any, pairs: Sequence[Pair], system_prompt: str | None) -> list[Example]:
+    """Token ids and labels of each pair: IGNORE over the rendered prompt, the ids over the rest."""
+    prompts = render_prompts(tokenizer, pairs, system_prompt)
+    continuations = []
+    for pair, prompt in zip(pairs, prompts, strict=True):
+        whole = tokenizer.apply_chat_template(
+            [
+                *messages(pair.prompt, system_prompt),
+                {"role": "assistant", "content": pair.response},
+            ],
+            tokenize=False,
+        )
+        if not whole.startswith(prompt) or len(whole) == len(prompt):
+            raise ConfigError(
+                "step.chat_template",
+                "a conversation with the answer does not start with the prompt rendered with "
+                "add_generation_prompt",
+                "the template must render the generation prompt exactly as the start of the "
+                "assistant's message",
+            )
+        continuations.append(whole[len(prompt) :])
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(continuations, add_special_tokens=False)["input_ids"]
+    return [
+        Example(list(p) + list(a), [IGNORE] * len(p) + list(a))
+        for p, a in zip(prompt_ids, answer_ids, strict=True)
+    ]
+
+
+def check_lengths(examples: Sequence[Example], seq_len: int, split: str) -> None:
+    """Examples are never cut (a cut answer teaches a wrong one): a longer one is an error."""
+    longest = max(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    length = len(examples[longest].input_ids)
+    if length > seq_len:
+        raise ConfigError(
+            "step.seq_len",
+            f"{seq_len} is shorter than example {longest + 1} of {split}.jsonl ({length} tokens)",
+            f"allowed: >= {length}",
+        )
+
+
+def pack(examples: Sequence[Example], seq_len: int) -> list[Example]:
+    """Whole examples, in order, concatenated into samples of at most `seq_len` tokens."""
+    packed: list[Example] = []
+    ids: list[int] = []
+    labels: list[int] = []
+    for example in examples:
+        if ids and len(ids) + len(example.input_ids) > seq_len:
+            packed.append(Example(ids, labels))
+            ids, labels = [], []
+        ids = ids + example.input_ids
+        labels = labels + example.labels
+    if ids:
+        packed.append(Example(ids, labels))
+    return packed
+
+
+class ExampleDataset(Dataset):
+    def __init__(self, examples: Sequence[Example]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> Example:
+        return self.examples[index]
+
+
+def collate(pad_id: int) -> Callable[[list[Example]], dict[str, torch.Tensor]]:
+    """Right-pads a batch to its longest sample: pad_id, label IGNORE, attention 0."""
+
+    def batch(examples: list[Example]) -> dict[str, torch.Tensor]:
+        width = max(len(e.input_ids) for e in examples)
+        ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, example in enumerate(examples):
+            n = len(example.input_ids)
+            ids[row, :n] = torch.tensor(example.input_ids)
+            labels[row, :n] = torch.tensor(example.labels)
+            mask[row, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+    return batch
+
+
+class SFTDataModule(L.LightningDataModule):
+    """Training samples in a seeded order that resumes at the next unseen sample and is sharded
+    by rank (quark.training.shards.training_sampler); the first `val_samples` validation
+    examples for the loss."""
+
+    def __init__(
+        self,
+        train: Sequence[Example],
+        val: Sequence[Example],
+        pad_id: int,
+        micro_batch_size: int,
+        seed: int,
+        val_samples: int,
+    ) -> None:
+        super().__init__()
+        self.train = ExampleDataset(train)
+        self.val = ExampleDataset(val[:val_samples])
+        self.collate = collate(pad_id)
+        self.micro_batch_size = micro_batch_size
+        self.seed = seed
+
+    def train_dataloader(self) -> DataLoader:
+        # Called after a checkpoint is restored: start where the interrupted run stopped.
+        sampler = training_sampler(self.trainer, len(self.train), self.micro_batch_size, self.seed)
+        return DataLoader(
+            self.train, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=self.collate
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val, batch_size=self.micro_batch_size, collate_fn=self.collate)
+
+
+@dataclass
+class ChatModel:
+    """A causal LM and its tokenizer set up for chat: the template on the tokenizer, the ids
+    generation stops at, the padding id, and the generation config saved with the export."""
+
+    model: Any
+    tokenizer: Any
+    stop_ids: list[int]
+    pad_id: int
+    generation_config: Any
+
+
+def load_chat_model(
+    model_dir: Path, tokenizer_dir: Path, chat_template: str, stop_token: str
+) -> ChatModel:
+    """The fp32 model in `model_dir` and the tokenizer in `tokenizer_dir` with `chat_template`.
+
+    Raises:
+        ConfigError: the tokenizer has more tokens than the model has embeddings, or see
+            `load_chat_tokenizer`.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer, stop_id = load_chat_tokenizer(tokenizer_dir, chat_template, stop_token)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    # more embedding rows than tokens is fine (padded vocabularies), fewer is not
+    rows = int(model.config.vocab_size)
+    if len(tokenizer) > rows:
+        raise ConfigError(
+            "step.tokenizer",
+            f"the tokenizer in {tokenizer_dir} has {len(tokenizer)} tokens, more than the "
+            f"model's {rows} embeddings in {model_dir}",
+            "use the tokenizer the model was trained with (null takes the model directory's own)",
+        )
+    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    stop_ids = [stop_id, *([int(eos_id)] if eos_id not in (None, stop_id) else [])]
+    pad_id = stop_id if pad_id is None else int(pad_id)  # padding is masked: any id will do
+    generation = model.generation_config
+    generation.eos_token_id = stop_ids
+    generation.pad_token_id = pad_id
+    return ChatModel(model, tokenizer, stop_ids, pad_id, generation)
+
+
+def load_chat_tokenizer(directory: Path, chat_template: str, stop_token: str) -> tuple[Any, int]:
+    """The tokenizer saved in `directory` with `chat_template` set (so it is saved with the
+    export), and the id of `stop_token`, which ends every message.
+
+    Raises:
+        ConfigError: no tokenizer there, a template that does not render, or a stop token the
+            tokenizer does not have as one token.
+    """
+    from jinja2 import TemplateError
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            "step.tokenizer",
+            f"no tokenizer can be loaded from {directory} ({' '.join(str(exc).split())[:200]})",
+            "give a Hugging Face tokenizer directory, or a model directory saved with one",
+        ) from None
+    tokenizer.chat_template = chat_template
+    try:
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": "1"}, {"role": "assistant", "content": "2"}],
+            tokenize=False,
+        )
+    except TemplateError as exc:
+        raise ConfigError(
+            "step.chat_template",
+            f"does not render ({exc})",
+            "a Jinja template over `messages` (role, content) and `add_generation_prompt`",
+        ) from None
+    stop_id = tokenizer.get_vocab().get(stop_token)
+    if stop_id is None:
+        raise ConfigError(
+            "step.stop_token",
+            f"'{stop_token}' is not one token of the tokenizer in {directory}",
+            "name the single token the chat template ends each message with",
+        )
+    return tokenizer, int(stop_id)

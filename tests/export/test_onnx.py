@@ -1,0 +1,147 @@
+"""export=onnx and onnx_int8: the ONNX graph with a key/value cache reproduces torch's logits
+from an empty cache and step by step over a growing one, decodes incrementally, and its int8
+quantization keeps the trained model's next-token choices and perplexity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from quark.export.decoding import TorchDecoder, cache_argument
+from quark.export.validation import compare_logits
+
+from .conftest import TinyLlama
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tiny_llama: TinyLlama, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from quark.export import onnx
+
+    out_dir = tmp_path_factory.mktemp("onnx")
+    onnx.export(tiny_llama.model(), tiny_llama.model_dir, out_dir, "fp32", threads=1)
+    return out_dir / "model.onnx"
+
+
+def test_teacher_forced_logits_match_torch_for_any_batch(
+    onnx_export: Path, tiny_llama: TinyLlama
+) -> None:
+    from quark.export.onnx import OnnxDecoder
+
+    decoder = OnnxDecoder(onnx_export, threads=1)
+    model = tiny_llama.model()
+    for batch in (tiny_llama.windows[:1, :-1], tiny_llama.windows[:5, :-1]):  # dynamic batch
+        with torch.no_grad():
+            expected = model(input_ids=torch.from_numpy(batch)).logits.numpy()
+        assert np.abs(decoder.logits(batch) - expected).max() < 1e-4
+
+
+def test_the_cache_carries_each_step_to_the_next(onnx_export: Path, tiny_llama: TinyLlama) -> None:
+    """Feed a prompt, then one token at a time with the returned cache: at every step the
+    logits are torch's with its own DynamicCache."""
+    import onnxruntime as ort
+    from transformers import DynamicCache
+
+    session = ort.InferenceSession(str(onnx_export), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    assert names[:3] == ["input_ids", "attention_mask", "position_ids"]
+    assert names[3:] == [
+        "past_key_values.0.key",
+        "past_key_values.0.value",
+        "past_key_values.1.key",
+        "past_key_values.1.value",
+    ]
+    model = tiny_llama.model()
+    tokens = tiny_llama.windows[0]
+    cache = DynamicCache()
+    feeds = {n: np.zeros((1, 2, 0, 16), np.float32) for n in names[3:]}  # an empty past
+    position, chunk = 0, 8  # the prompt, then single tokens
+    while position < 20:
+        ids = tokens[None, position : position + chunk]
+        feeds |= {
+            "input_ids": ids,
+            "attention_mask": np.ones((1, position + chunk), np.int64),
+            "position_ids": np.arange(position, position + chunk)[None],
+        }
+        position += chunk
+        logits, *present = session.run(None, feeds)
+        with torch.no_grad():
+            expected = model(
+                input_ids=torch.from_numpy(ids), use_cache=True, **{cache_argument(model): cache}
+            ).logits
+        assert np.abs(logits - expected.numpy()).max() < 1e-4, position
+        assert present[0].shape == (1, 2, position, 16)
+        feeds = {n: p for n, p in zip(names[3:], present, strict=True)}
+        chunk = 1
+
+
+def test_a_left_padded_batch_decodes_each_row_as_if_alone(
+    onnx_export: Path, tiny_llama: TinyLlama
+) -> None:
+    """Two prompts of 10 and 6 tokens in one batch, the shorter padded on the left: the mask
+    hides the padding and the positions count from each row's first real token."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_export), providers=["CPUExecutionProvider"])
+    past_names = [i.name for i in session.get_inputs()][3:]
+    long, short = tiny_llama.windows[3, :10], tiny_llama.windows[4, :6]
+
+    def step(ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, past: list) -> list:
+        feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+        return session.run(None, feeds | dict(zip(past_names, past, strict=True)))
+
+    def alone(tokens: np.ndarray) -> np.ndarray:
+        empty = [np.zeros((1, 2, 0, 16), np.float32)] * len(past_names)
+        logits, *past = step(
+            tokens[None], np.ones((1, len(tokens)), np.int64), np.arange(len(tokens))[None], empty
+        )
+        token = logits[:, -1:].argmax(-1)
+        n = len(tokens)
+        return step(token, np.ones((1, n + 1), np.int64), np.array([[n]]), past)[0][0, -1]
+
+    mask = np.array([[1] * 10, [0] * 4 + [1] * 6], np.int64)
+    positions = np.array([list(range(10)), [1] * 4 + list(range(6))])
+    ids = np.stack([long, np.concatenate([[2] * 4, short])])
+    empty = [np.zeros((2, 2, 0, 16), np.float32)] * len(past_names)
+    logits, *past = step(ids, mask, positions, empty)
+    tokens = logits[:, -1:].argmax(-1)
+    mask = np.concatenate([mask, np.ones((2, 1), np.int64)], axis=1)
+    logits = step(tokens, mask, np.array([[10], [6]]), past)[0]
+    assert np.abs(logits[0, -1] - alone(long)).max() < 1e-4
+    assert np.abs(logits[1, -1] - alone(short)).max() < 1e-4
+
+
+def test_greedy_incremental_decoding_matches_torch(
+    onnx_export: Path, tiny_llama: TinyLlama
+) -> None:
+    from quark.export.onnx import OnnxDecoder
+
+    prompt = tiny_llama.windows[1, :12].tolist()
+    expected = TorchDecoder(tiny_llama.model()).generate(prompt, 32)
+    assert OnnxDecoder(onnx_export, threads=1).generate(prompt, 32) == expected
+
+
+@pytest.mark.parametrize(
+    ("precision", "operator"), [("int8", b"MatMulInteger"), ("int8_block32", b"MatMulNBits")]
+)
+def test_int8_keeps_the_trained_models_choices(
+    onnx_export: Path, tiny_llama: TinyLlama, tmp_path: Path, precision: str, operator: bytes
+) -> None:
+    from quark.export.onnx import OnnxDecoder
+    from quark.export.onnx_int8 import quantize_onnx
+
+    quantize_onnx(onnx_export, tmp_path / "model.onnx", precision)
+    quantized = OnnxDecoder(tmp_path / "model.onnx", threads=1)
+    source = TorchDecoder(tiny_llama.model())
+    metrics = compare_logits(source, quantized, tiny_llama.windows, batch_size=4)
+    assert metrics["top1_agreement"] >= 0.95, metrics
+    assert abs(metrics["ppl_change_pct"]) < 2.0, metrics
+    assert metrics["max_logit_diff"] > 1e-3  # it is quantized: not the fp32 graph
+    assert operator in (tmp_path / "model.onnx").read_bytes()
+    # int8 weights: well under half the fp32 file (block32 keeps the embedding table in fp32)
+    assert (tmp_path / "model.onnx").stat().st_size < 0.45 * onnx_export.stat().st_size
