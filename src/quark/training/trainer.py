@@ -108,6 +108,7 @@ def quiet_libraries() -> None:
     transformers_logging.disable_progress_bar()
     # transformers imports torchao when installed (the export extra), which warns on import
     logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's enum notices
 
 
 def _cuda_visible() -> bool:
