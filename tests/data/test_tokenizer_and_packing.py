@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from quark.core.errors import ConfigError
-from quark.data.packing import TokenShardWriter, read_index, read_shard, split_of, token_dtype
+from quark.data.packing import (
+    TokenShardWriter,
+    read_index,
+    read_shard,
+    split_of,
+    split_score,
+    token_dtype,
+)
 from quark.data.tokenizer import CHAT_MARKERS, save_hf_tokenizer, train_tokenizer
 
 SPEC = SimpleNamespace(
@@ -78,3 +85,43 @@ def test_shards_hold_every_document_followed_by_eos(tmp_path: Path) -> None:
     assert index["splits"]["train"]["tokens"] + index["splits"]["val"]["tokens"] == sum(
         len(tokenizer.encode(t).ids) + 1 for t in TEXTS
     )
+
+
+@pytest.mark.parametrize("order", ["forward", "reversed"])
+def test_a_small_corpus_whose_hashes_miss_val_still_gets_one_val_document(
+    tmp_path: Path, order: str
+) -> None:
+    tokenizer = train_tokenizer(iter(TEXTS), SPEC)
+    eos = tokenizer.token_to_id("<|eos|>")
+    ids = [f"doc{i}" for i in range(200) if split_of(f"doc{i}", 0.2, 0) == "train"][:6]
+    lowest = min(ids, key=lambda i: split_score(i, 0))
+    texts = {doc_id: TEXTS[int(doc_id[3:])] for doc_id in ids}
+    pack = SimpleNamespace(batch_documents=4, val_fraction=0.2, shard_tokens=10_000)
+    writer = TokenShardWriter(tmp_path, tokenizer, eos, tokenizer.get_vocab_size(), pack, seed=0)
+    added = ids if order == "forward" else ids[::-1]
+    for doc_id in added:
+        writer.add(doc_id, texts[doc_id])
+    index = writer.close()
+
+    def documents(split: str) -> list[str]:
+        [shard] = index["splits"][split]["shards"]
+        tokens, offsets = read_shard(tmp_path, shard["name"], index["dtype"])
+        ends = [*offsets[1:].tolist(), len(tokens)]
+        return [
+            tokenizer.decode(tokens[a : b - 1].tolist())
+            for a, b in zip(offsets.tolist(), ends, strict=True)
+        ]
+
+    # the lowest-hashing document, whatever the order; the rest stay in train, in order
+    assert documents("val") == [texts[lowest]]
+    assert documents("train") == [texts[i] for i in added if i != lowest]
+
+
+def test_a_single_document_stays_in_train(tmp_path: Path) -> None:
+    tokenizer = train_tokenizer(iter(TEXTS), SPEC)
+    pack = SimpleNamespace(batch_documents=4, val_fraction=0.2, shard_tokens=10_000)
+    writer = TokenShardWriter(tmp_path, tokenizer, 1, tokenizer.get_vocab_size(), pack, seed=0)
+    doc_id = next(f"doc{i}" for i in range(50) if split_of(f"doc{i}", 0.2, 0) == "train")
+    writer.add(doc_id, TEXTS[0])
+    index = writer.close()
+    assert index["splits"]["train"]["documents"] == 1 and index["splits"]["val"]["documents"] == 0

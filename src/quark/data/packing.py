@@ -26,11 +26,22 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
-def split_of(doc_id: str, val_fraction: float, seed: int) -> str:
-    """'val' or 'train' for a document, from a seeded hash of its id: stable across runs and
-    independent of order, so a document never lands in both splits."""
+# Train documents held back, in order, while the val split is still empty: at most this many
+# (a small corpus is far below it; a large one reaches val long before).
+HELD_FOR_VAL = 4096
+
+
+def split_score(doc_id: str, seed: int) -> float:
+    """A document's place in [0, 1) from a seeded hash of its id: stable across runs and
+    independent of order."""
     digest = hashlib.sha256(f"{seed}:{doc_id}".encode()).digest()
-    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_of(doc_id: str, val_fraction: float, seed: int) -> str:
+    """'val' or 'train' for a document, from its seeded hash, so a document never lands in
+    both splits."""
+    return "val" if split_score(doc_id, seed) < val_fraction else "train"
 
 
 @dataclass
@@ -98,6 +109,10 @@ class TokenShardWriter:
             for s in ("train", "val")
         }
         self._pending: list[tuple[str, str]] = []
+        # Train documents (score, ids) not yet written because val has none so far: a small
+        # corpus whose hashes all fall above val_fraction still gets one val document, the
+        # lowest-scoring, instead of an empty split that pretraining refuses.
+        self._held: list[tuple[float, np.ndarray]] | None = [] if self.val_fraction > 0 else None
 
     def add(self, doc_id: str, text: str) -> None:
         self._pending.append((doc_id, text))
@@ -112,12 +127,31 @@ class TokenShardWriter:
         )
         for (doc_id, _), encoding in zip(self._pending, encodings, strict=True):
             ids = np.concatenate([np.asarray(encoding.ids, dtype=np.int64), self.eos])
-            self.splits[split_of(doc_id, self.val_fraction, self.seed)].add(ids)
+            score = split_score(doc_id, self.seed)
+            if score < self.val_fraction:
+                self.splits["val"].add(ids)
+                self._release_held()
+            elif self._held is not None:
+                self._held.append((score, ids))
+                if len(self._held) >= HELD_FOR_VAL:
+                    self._release_held()
+            else:
+                self.splits["train"].add(ids)
         self._pending = []
+
+    def _release_held(self) -> None:
+        for _, ids in self._held or []:
+            self.splits["train"].add(ids)
+        self._held = None
 
     def close(self) -> dict[str, Any]:
         """Flush, close every shard, write index.json; return the index."""
         self._flush()
+        held = self._held
+        if held and len(held) > 1:
+            lowest = min(range(len(held)), key=lambda i: held[i][0])
+            self.splits["val"].add(held.pop(lowest)[1])
+        self._release_held()
         index = {
             "format_version": FORMAT_VERSION,
             "dtype": self.dtype.name,

@@ -227,7 +227,6 @@ def load_chat_model(
         ConfigError: the tokenizer has more tokens than the model has embeddings, or see
             `load_chat_tokenizer`.
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
     tokenizer, stop_id = load_chat_tokenizer(tokenizer_dir, chat_template, stop_token)
@@ -279,7 +278,7 @@ def load_chat_tokenizer(directory: Path, chat_template: str, stop_token: str) ->
         raise ConfigError(
             "step.chat_template",
             f"does not render ({exc})",
-            "a Jinja template over `messages` (role, content) and `add_generation_prompt`",
+            "a Jinja template over messages (role, content) and add_generation_prompt",
         ) from None
     stop_id = tokenizer.get_vocab().get(stop_token)
     if stop_id is None:
