@@ -49,14 +49,19 @@ MISTRAL_7B_SIZES = [
 LaunchFn = Callable[..., subprocess.CompletedProcess]
 
 
-@pytest.fixture
-def launch(outputs: Path) -> LaunchFn:
-    """Run `python launch.py ARGS` from the repository root with run directories under `outputs`."""
+def launcher(outputs: Path, base_env: dict[str, str] | None = None) -> LaunchFn:
+    """`python launch.py ARGS` from the repository root with run directories under `outputs`
+    and `base_env` on top of this process's environment; for fixtures of any scope."""
 
     def run(
         *args: str, env: dict[str, str] | None = None, check: bool = False
     ) -> subprocess.CompletedProcess:
-        merged = {**os.environ, "QUARK_OUTPUT_DIR": str(outputs), **(env or {})}
+        merged = {
+            **os.environ,
+            "QUARK_OUTPUT_DIR": str(outputs),
+            **(base_env or {}),
+            **(env or {}),
+        }
         if "QUARK_DEBUG" not in (env or {}):
             merged.pop("QUARK_DEBUG", None)  # tests see what users see: no traceback
         done = subprocess.run(
@@ -74,6 +79,35 @@ def launch(outputs: Path) -> LaunchFn:
         return done
 
     return run
+
+
+@pytest.fixture
+def launch(outputs: Path) -> LaunchFn:
+    """Run `python launch.py ARGS` from the repository root with run directories under `outputs`."""
+    return launcher(outputs)
+
+
+def write_item_corpus(directory: Path, files: int = 30) -> Path:
+    """A regular little language in `files` text files (items, values, colours): a tiny model
+    learns it in a few dozen steps, so trained-model checks have confident predictions."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        words = " ".join(
+            f"item{i % 7} has value {j * i % 13} and colour {['red', 'blue', 'green'][j % 3]}"
+            for j in range(40)
+        )
+        (directory / f"{i}.txt").write_text(words)
+    return directory
+
+
+# The data step over write_item_corpus(directory): launch(*ITEM_DATA, f"...paths=[dir/*.txt]")
+ITEM_DATA = (
+    "step=data",
+    "data=text_files",
+    "data.tokenizer.vocab_size=600",
+    "data.dedup.near=false",
+    "data.pack.val_fraction=0.2",
+)
 
 
 def manifests(outputs: Path) -> list[dict]:

@@ -5,17 +5,14 @@ bad input refused with one line."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from ..conftest import CONF, REPO, LaunchFn, manifests
+from ..conftest import CONF, launcher, manifests
 from .test_pretrain import TINY_MODEL
 
 # 8 sums the model is asked back: val.jsonl is train.jsonl, so a tiny model learns them in
@@ -37,30 +34,6 @@ FAST = [
     "step.optim.warmup_steps=2",
     "trainer.micro_batch_size=4",
 ]
-
-
-def launcher(outputs: Path) -> LaunchFn:
-    """`python launch.py ARGS` with run directories under `outputs` (conftest's `launch`, for
-    fixtures that several tests share)."""
-
-    def run(*args: str, check: bool = False) -> subprocess.CompletedProcess:
-        env = {**os.environ, "QUARK_OUTPUT_DIR": str(outputs)}
-        env.pop("QUARK_DEBUG", None)
-        done = subprocess.run(
-            [sys.executable, "launch.py", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(
-                f"launch.py {' '.join(args)} exited {done.returncode}:\n{done.stderr}"
-            )
-        return done
-
-    return run
 
 
 def newest(outputs: Path, step: str) -> Path:

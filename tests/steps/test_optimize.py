@@ -4,16 +4,14 @@ trained model and recorded; a missed tolerance fails the run; bad input is one l
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ..conftest import REPO, manifests
+from ..conftest import ITEM_DATA, launcher, manifests, write_item_corpus
 
 # Every weight row a multiple of 32 values (gguf q8_0); 256 positions (llama.cpp's smallest
 # context, so it does not warn about a context longer than the model's).
@@ -60,48 +58,16 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def launch(outputs: Path) -> Launch:
-    """`python launch.py ARGS` as a user runs it (tests/conftest.py's `launch`, for a module)."""
-
-    def run(*args: str, check: bool = False) -> subprocess.CompletedProcess:
-        env = {**os.environ, "QUARK_OUTPUT_DIR": str(outputs), "OMP_NUM_THREADS": "1"}
-        env.pop("QUARK_DEBUG", None)
-        done = subprocess.run(
-            [sys.executable, "launch.py", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(
-                f"launch.py {' '.join(args)} exited {done.returncode}:\n{done.stderr}"
-            )
-        return done
-
-    return run
+    """`python launch.py ARGS` as a user runs it, on one thread."""
+    return launcher(outputs, {"OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")
 def trained(launch: Launch, outputs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A data run and a pretrain run on it, trained enough for confident next-token choices:
     the manifests of both."""
-    corpus = tmp_path_factory.mktemp("corpus")
-    for i in range(30):
-        words = " ".join(
-            f"item{i % 7} has value {j * i % 13} and colour {['red', 'blue', 'green'][j % 3]}"
-            for j in range(40)
-        )
-        (corpus / f"{i}.txt").write_text(words)
-    launch(
-        "step=data",
-        "data=text_files",
-        f"data.sources.0.paths=[{corpus}/*.txt]",
-        "data.tokenizer.vocab_size=600",
-        "data.dedup.near=false",
-        "data.pack.val_fraction=0.2",
-        check=True,
-    )
+    corpus = write_item_corpus(tmp_path_factory.mktemp("corpus"))
+    launch(*ITEM_DATA, f"data.sources.0.paths=[{corpus}/*.txt]", check=True)
     launch(
         "step=pretrain",
         *TINY_MODEL,

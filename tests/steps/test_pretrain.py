@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ..conftest import LaunchFn, manifests
+from ..conftest import ITEM_DATA, LaunchFn, manifests, write_item_corpus
 
 TINY_MODEL = [
     "model.vocab_size=600",
@@ -36,23 +36,8 @@ TRAIN = [
 
 @pytest.fixture
 def data_run(launch: LaunchFn, outputs: Path, tmp_path: Path) -> Path:
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i in range(30):
-        words = " ".join(
-            f"item{i % 7} has value {j * i % 13} and colour {['red', 'blue', 'green'][j % 3]}"
-            for j in range(40)
-        )
-        (corpus / f"{i}.txt").write_text(words)
-    launch(
-        "step=data",
-        "data=text_files",
-        f"data.sources.0.paths=[{corpus}/*.txt]",
-        "data.tokenizer.vocab_size=600",
-        "data.dedup.near=false",
-        "data.pack.val_fraction=0.2",
-        check=True,
-    )
+    corpus = write_item_corpus(tmp_path / "corpus")
+    launch(*ITEM_DATA, f"data.sources.0.paths=[{corpus}/*.txt]", check=True)
     [manifest] = manifests(outputs)
     return Path(manifest["run_dir"])
 

@@ -89,3 +89,31 @@ def until_stop(token_ids: list[int], stops: Sequence[int]) -> tuple[list[int], b
         if token in stops:
             return token_ids[:index], True
     return token_ids, False
+
+
+def decoder_exact_match(
+    decoder: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    references: Sequence[str],
+    *,
+    stop_token_ids: Sequence[int],
+    max_new_tokens: int = 16,
+) -> ExactMatch:
+    """`greedy_exact_match` for a model behind any runtime (a quark.export.decoding.Decoder:
+    ONNX Runtime, llama.cpp, torch): one prompt at a time, `max_new_tokens` greedy tokens each
+    over the runtime's key/value cache, the answer cut at the first stop token."""
+    if len(prompts) != len(references):
+        raise ValueError(f"{len(prompts)} prompts but {len(references)} references")
+    stops = list(stop_token_ids)
+    answers: list[str] = []
+    finished: list[bool] = []
+    for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]:
+        answer, stopped = until_stop(decoder.generate(list(ids), max_new_tokens), stops)
+        answers.append(tokenizer.decode(answer, skip_special_tokens=True))
+        finished.append(stopped)
+    correct = [
+        stopped and answer.strip() == reference.strip()
+        for answer, stopped, reference in zip(answers, finished, references, strict=True)
+    ]
+    return ExactMatch(sum(correct) / max(1, len(correct)), answers, correct)

@@ -24,7 +24,13 @@ STEPS: dict[str, str] = {
     "pretrain": "quark.steps.pretrain",
     "finetune": "quark.steps.finetune",
     "optimize": "quark.steps.optimize",
+    "evaluate": "quark.steps.evaluate",
+    "serve": "quark.steps.serve",
 }
+
+# Steps whose run is a service, not a result: a pipeline stage or sweep job never takes an
+# earlier run of them instead of running (a rerun of `make demo` serves again).
+NEVER_REUSED = frozenset({"serve"})
 
 
 def available_steps() -> list[str]:

@@ -43,13 +43,14 @@ TRAINING_STEPS = ("finetune", "pretrain")
 HEADLINE = ("top1_agreement", "ppl_change_pct", "ms_per_token")
 
 
-def model_source(cfg: DictConfig) -> Path:
-    """step.model_dir; else the finetune or pretrain run a pipeline handed over; else the
-    newest completed finetune run of the experiment, else its newest completed pretrain run."""
+def model_source(cfg: DictConfig, handed_steps: tuple[str, ...] = TRAINING_STEPS) -> Path:
+    """step.model_dir; else the run of `handed_steps` a pipeline handed over, first found; else
+    the newest completed finetune run of the experiment, else its newest completed pretrain
+    run."""
     if cfg.step.model_dir:
         return Path(str(cfg.step.model_dir)).expanduser()
     handed = cfg.get("inputs") or {}
-    for step in TRAINING_STEPS:
+    for step in handed_steps:
         if handed.get(step):
             return Path(str(handed[step]))
     from quark.core.runs import latest_completed

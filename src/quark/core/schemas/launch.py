@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from quark.core.schemas.data import DataSchema
+from quark.core.schemas.evaluate_step import EvaluateStepSchema
 from quark.core.schemas.export import ExportSchema
 from quark.core.schemas.fields import pattern, ranged
 from quark.core.schemas.logger import LoggerSchema
@@ -12,6 +13,7 @@ from quark.core.schemas.model import ModelSchema
 from quark.core.schemas.paths import PathsSchema
 from quark.core.schemas.peft import PeftSchema
 from quark.core.schemas.pipeline import PipelineSchema
+from quark.core.schemas.serve_step import ServeStepSchema
 from quark.core.schemas.steps import (
     DataStepSchema,
     FinetuneStepSchema,
@@ -50,6 +52,8 @@ STEP_SCHEMAS: dict[str, type] = {
     "pretrain": PretrainStepSchema,
     "finetune": FinetuneStepSchema,
     "optimize": OptimizeStepSchema,
+    "evaluate": EvaluateStepSchema,
+    "serve": ServeStepSchema,
 }
 
 TOP_LEVEL_KEYS = ("step", *GROUP_SCHEMAS, *TopLevelSchema.__dataclass_fields__, "hydra")

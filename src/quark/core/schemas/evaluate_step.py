@@ -1,0 +1,106 @@
+"""The schema of conf/step/evaluate.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from quark.core.errors import ConfigError
+from quark.core.schemas.fields import pattern, ranged
+
+# what step.tasks may name: Quark's own measurements (lm-eval's tasks are in step.lm_eval)
+TASKS = ("perplexity", "exact_match")
+
+
+@dataclass
+class ExactMatchSchema:
+    # a directory holding <split>.jsonl of {prompt, response} records; null: the data run the
+    # model was fine-tuned on, else the newest completed data run of this experiment holding it
+    data_dir: str | None = None
+    split: str = pattern("test", r"^[A-Za-z0-9_.-]+$", "a file name: <split>.jsonl")
+    # prompts checked (the first ones of the split), generated greedily in batches
+    samples: int = ranged(200, ge=1)
+    batch_size: int = ranged(64, ge=1)
+    # an answer not finished within this many tokens counts as wrong
+    max_new_tokens: int = ranged(16, ge=1)
+    # the system message the model was fine-tuned with, if any
+    system_prompt: str | None = None
+
+
+@dataclass
+class LmEvalSchema:
+    # lm-eval-harness task names: quark_arithmetic (shipped, offline), or any task whose data
+    # is on this machine; [] runs none (and lm_eval is not imported)
+    tasks: list[str] = field(default_factory=list)
+    # examples per task (the first ones); null: all
+    limit: int | None = ranged(100, ge=1)
+    # null: each task's own default
+    num_fewshot: int | None = ranged(None, ge=0)
+    batch_size: int = ranged(16, ge=1)
+    # a directory of your own lm-eval task YAMLs
+    include_path: str | None = None
+
+
+@dataclass
+class RegressionSchema:
+    # a run directory (its manifest's metrics) or a YAML or JSON file of metric: value;
+    # null: no regression check
+    baseline: str | None = None
+    # metric: how much worse it may get, a number (absolute) or a percentage ("5%"); null
+    # rather than {} in the YAML, so that a whole mapping can be given on the command line
+    tolerances: dict[str, Any] | None = None
+    # for compared metrics not in tolerances
+    default_tolerance: Any = 0
+    # metric: lower | higher; metrics named like perplexity, loss (lower), accuracy, acc,
+    # exact_match (higher) need no entry; other metrics are compared only when listed here
+    directions: dict[str, str] | None = None
+
+
+@dataclass
+class EvaluateStepSchema:
+    name: str = "evaluate"
+    # a pretrain or finetune run directory (its hf/ export), an optimize run (its export, in
+    # its own runtime) or a Hugging Face model directory; null: the newest completed finetune
+    # run of this experiment, else its newest pretrain run
+    model_dir: str | None = None
+    # a data run with token shards (perplexity on its validation split); null: the data run
+    # the model was trained on, else the newest completed one of this experiment
+    data_dir: str | None = None
+    # what to measure: perplexity, exact_match; null: perplexity, and exact_match when the
+    # model has a chat template (it was fine-tuned)
+    tasks: list[str] | None = None
+    # perplexity: windows of seq_len tokens (at most the model's positions), teacher forced
+    seq_len: int = ranged(128, ge=2)
+    val_samples: int = ranged(32, ge=1)
+    batch_size: int = ranged(8, ge=1)
+    exact_match: ExactMatchSchema = field(default_factory=ExactMatchSchema)
+    lm_eval: LmEvalSchema = field(default_factory=LmEvalSchema)
+    regression: RegressionSchema = field(default_factory=RegressionSchema)
+    # CPU threads of every runtime (torch, ONNX Runtime, llama.cpp); null: torch's default
+    threads: int | None = ranged(None, ge=1)
+
+    def check(self) -> None:
+        from quark.eval.regression import DIRECTIONS, parse_tolerance
+
+        for index, task in enumerate(self.tasks or []):
+            if task not in TASKS:
+                raise ConfigError(
+                    f"step.tasks.{index}", f"'{task}' is not a task", f"allowed: {', '.join(TASKS)}"
+                )
+        if self.tasks is not None and not self.tasks and not self.lm_eval.tasks:
+            raise ConfigError(
+                "step.tasks",
+                "nothing to measure",
+                f"name one of {', '.join(TASKS)}, or lm-eval tasks",
+            )
+        regression = self.regression
+        for metric, tolerance in (regression.tolerances or {}).items():
+            parse_tolerance(f"step.regression.tolerances.{metric}", tolerance)
+        parse_tolerance("step.regression.default_tolerance", regression.default_tolerance)
+        for metric, side in (regression.directions or {}).items():
+            if side not in DIRECTIONS:
+                raise ConfigError(
+                    f"step.regression.directions.{metric}",
+                    f"'{side}' is not a direction",
+                    f"allowed: {', '.join(DIRECTIONS)}",
+                )

@@ -1,0 +1,188 @@
+"""The OpenAI API's request bodies as the server accepts them, and its error shape.
+
+Every refused request gets OpenAI's error object, {"error": {"message", "type", "param",
+"code"}}, with a 4xx status and a message that says what was wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+# parameters of OpenAI's API this server does not implement: refused unless left at the value
+# that means "off", so nobody silently gets something other than what they asked for
+UNSUPPORTED = {
+    "echo": False,
+    "logprobs": None,
+    "top_logprobs": None,
+    "best_of": None,
+    "suffix": None,
+    "logit_bias": None,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "tools": None,
+    "functions": None,
+    "response_format": None,
+}
+
+
+@dataclass
+class Limits:
+    """What one request may ask for (conf/step/serve.yaml)."""
+
+    max_tokens: int  # the most completion tokens a request may ask for
+    max_prompt_tokens: int  # the longest prompt, in tokens
+    max_request_bytes: int
+    max_waiting: int  # requests queued for a free slot before new ones are turned away
+
+
+class APIError(Exception):
+    """A refused request: HTTP status and OpenAI's error fields."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = (
+            status,
+            message,
+            param,
+            code,
+            kind,
+        )
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class SamplingRequest(BaseModel):
+    """The fields completions and chat completions share."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    # not in OpenAI's API (vLLM's): 0 or -1 keep every token
+    top_k: int = Field(0, ge=-1)
+    n: int = Field(1, ge=1, le=16)
+    stop: str | list[str] | None = Field(None, max_length=4)
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    # not in OpenAI's API (vLLM's): generate through end-of-sequence tokens
+    ignore_eos: bool = False
+    user: str | None = None
+
+    def stop_strings(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def check_supported(self, body: dict[str, Any]) -> None:
+        for name, off in UNSUPPORTED.items():
+            if body.get(name, off) not in (off, None):
+                raise APIError(
+                    400,
+                    f"{name} is not supported by this server; leave it out",
+                    param=name,
+                    code="unsupported_parameter",
+                )
+
+
+class CompletionRequest(SamplingRequest):
+    # a string, strings, token ids, or lists of token ids: one choice (n choices) each
+    prompt: str | list[str] | list[int] | list[list[int]]
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class ChatRequest(SamplingRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+Parsed = TypeVar("Parsed", bound=SamplingRequest)
+
+
+async def read_request(request: Request, kind: type[Parsed], limits: Limits) -> Parsed:
+    """The JSON body of `request` as `kind`, read no further than max_request_bytes."""
+    too_large = APIError(
+        413,
+        f"the request body is larger than this server's limit of {limits.max_request_bytes} "
+        "bytes (step.max_request_bytes)",
+        code="request_too_large",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_request_bytes:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limits.max_request_bytes:
+            raise too_large
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise APIError(400, f"the request body is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    try:
+        parsed = kind.model_validate(data)
+    except ValidationError as exc:
+        raise APIError(400, *validation_message(exc)) from None
+    parsed.check_supported(data)
+    return parsed
+
+
+def validation_message(exc: ValidationError) -> tuple[str, str | None]:
+    """One message for pydantic's errors, and the parameter it names."""
+    errors = exc.errors()
+    first = errors[0]
+    top = str(first["loc"][0]) if first["loc"] else None
+    alternatives = [e for e in errors if e["loc"][:1] == first["loc"][:1]]
+    if len(alternatives) > 1:  # a union: every branch failed, name the value instead
+        shown = json.dumps(first["input"])[:80]
+        return f"{top}: {shown} is not one of the accepted forms of {top}", top
+    param = ".".join(str(part) for part in first["loc"]) or None
+    return f"{param}: {first['msg']}", param

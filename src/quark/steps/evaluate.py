@@ -1,0 +1,307 @@
+"""Step 9, evaluate: how good a model is, whether it got worse, and a report to read.
+
+    python launch.py step=evaluate                       # the newest finetune, else pretrain run
+    python launch.py step=evaluate step.model_dir=outputs/demo/optimize/<time>   # an export
+    python launch.py step=evaluate step.lm_eval.tasks=[quark_arithmetic]
+    python launch.py step=evaluate step.regression.baseline=outputs/demo/evaluate/<time>
+
+Measures a pretrain or finetune run's hf/ model, a Hugging Face model directory, or an optimize
+run's export in that export's own runtime (quark.export's decoders): perplexity on a data run's
+validation windows (teacher forced, as pretraining's val_loss), task accuracy as greedy exact
+match on the arithmetic test split (for a model with a chat template, i.e. fine-tuned), and
+lm-eval-harness tasks through lm-eval's HFLM, offline. Writes metrics.json, answers.jsonl,
+plots/ and a self-contained report.html. With step.regression.baseline (a run directory or a
+metrics file), a metric worse than its baseline beyond tolerance fails the run, exit 1, with
+one line naming every regressed metric.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from quark.core.errors import ConfigError, StepFailed
+from quark.core.run import Run
+from quark.eval.evaluated_model import EvaluatedModel, has_chat_template, resolve
+from quark.eval.harness import ARITHMETIC
+from quark.eval.pairs import ALLOWED as PAIRS_ALLOWED
+from quark.eval.pairs import KEY as PAIRS_KEY
+from quark.eval.pairs import holds_split, questions_dir
+from quark.steps.optimize import check_data, data_run_dir, model_config, model_source
+
+HEADLINE = ("exact_match", "perplexity")
+
+
+def measured(cfg: DictConfig, model: EvaluatedModel) -> tuple[list[str], list[str]]:
+    """The tasks of step.tasks to run, and notes on any left out."""
+    chat = has_chat_template(model.directory)
+    if cfg.step.tasks is not None:
+        tasks = list(cfg.step.tasks)
+        if "exact_match" in tasks and not chat:
+            raise ConfigError(
+                "step.tasks",
+                f"exact_match needs a model with a chat template and {model.directory} has none "
+                "(a pretrain-only model)",
+                "fine-tune it first (step=finetune), or leave exact_match out",
+            )
+        return tasks, []
+    if chat:
+        return ["perplexity", "exact_match"], []
+    return ["perplexity"], [
+        f"Task accuracy (exact_match) not measured: {model.directory} has no chat template, so "
+        "the model was not fine-tuned to answer questions (python launch.py step=finetune)."
+    ]
+
+
+def inputs(cfg: DictConfig) -> list[Path]:
+    """The model, the data run (perplexity), the split's directory (exact match) and the
+    baseline; bad input is refused here, before the run starts."""
+    from quark.eval.regression import read_baseline
+
+    source = model_source(cfg)
+    model = resolve(source)
+    tasks, _ = measured(cfg, model)
+    found = [source]
+    if "perplexity" in tasks:
+        config = model_config(model.directory)
+        positions = int(config.get("max_position_embeddings") or cfg.step.seq_len)
+        if int(cfg.step.seq_len) > positions:
+            raise ConfigError(
+                "step.seq_len",
+                f"{cfg.step.seq_len} exceeds the model's {positions} positions",
+                f"allowed: <= {positions}",
+            )
+        data_dir = data_run_dir(cfg)
+        check_data(data_dir, model.directory, config)
+        found.append(data_dir)
+    split = questions_dir(cfg, source)
+    if "exact_match" in tasks:
+        if split is None:
+            raise ConfigError(
+                PAIRS_KEY,
+                f"no completed data run holding {cfg.step.exact_match.split}.jsonl in "
+                f"experiment '{cfg.experiment_name}' under {cfg.paths.output_dir}",
+                PAIRS_ALLOWED,
+            )
+        if not holds_split(split, str(cfg.step.exact_match.split)):
+            raise ConfigError(
+                PAIRS_KEY, f"{split} has no {cfg.step.exact_match.split}.jsonl", PAIRS_ALLOWED
+            )
+    if split is not None and ("exact_match" in tasks or ARITHMETIC in cfg.step.lm_eval.tasks):
+        found.append(split)
+    include = cfg.step.lm_eval.include_path
+    if include and not Path(str(include)).expanduser().is_dir():
+        raise ConfigError(
+            "step.lm_eval.include_path",
+            f"{include} is not a directory",
+            "give a directory of lm-eval task YAML files",
+        )
+    if cfg.step.lm_eval.tasks and not model.in_torch:
+        raise ConfigError(
+            "step.lm_eval.tasks",
+            f"lm-eval runs Hugging Face models and {model.label} is not one",
+            f"evaluate the model it was exported from: step.model_dir={model.origin}",
+        )
+    if cfg.step.regression.baseline:
+        found.append(read_baseline(str(cfg.step.regression.baseline)).source)
+    return found
+
+
+def run(cfg: DictConfig, run: Run) -> dict[str, float]:
+    from quark.eval import harness
+
+    harness.go_offline()  # before transformers is imported: it reads these once
+    if cfg.step.lm_eval.tasks:
+        harness.quiet_lm_eval()
+    import torch
+    from transformers import AutoTokenizer
+
+    from quark.eval.evaluated_model import load_decoder, load_torch_model, stop_token_ids
+    from quark.eval.exact_match import decoder_exact_match, greedy_exact_match
+    from quark.eval.pairs import generated_pairs, read_pairs, render_prompts, write_answers
+    from quark.eval.perplexity import perplexity
+    from quark.export import quiet_exporters
+    from quark.export.decoding import cpu_threads
+    from quark.export.validation import validation_windows
+
+    quiet_exporters()
+    if cfg.step.threads:
+        torch.set_num_threads(int(cfg.step.threads))
+    step, lm_eval = cfg.step, cfg.step.lm_eval
+    model = resolve(model_source(cfg))
+    tasks, notes = measured(cfg, model)
+    chat = has_chat_template(model.directory)
+    described = {"model": model.label}
+
+    # 0. lm-eval task names first: an unknown one is bad input before anything loads.
+    arithmetic = run.dir / "lm_eval" / f"{harness.ARITHMETIC}.jsonl"
+    include = Path(str(lm_eval.include_path)).expanduser() if lm_eval.include_path else None
+    manager = (
+        harness.task_manager(lm_eval.tasks, include, {harness.ARITHMETIC_PATH_KEY: str(arithmetic)})
+        if lm_eval.tasks
+        else None
+    )
+
+    # 1. The model: in torch, or in its export's runtime.
+    tokenizer = AutoTokenizer.from_pretrained(model.directory)
+    torch_model = load_torch_model(model) if model.in_torch else None
+    decoder = load_decoder(model, torch_model, cpu_threads())
+    described["runtime"] = decoder.runtime
+    metrics: dict[str, float] = {}
+
+    # 2. Perplexity on the data run's validation windows, teacher forced.
+    if "perplexity" in tasks:
+        data_dir = data_run_dir(cfg)
+        described["perplexity data"] = str(data_dir)
+        windows = validation_windows(data_dir, int(step.seq_len), int(step.val_samples))
+        metrics.update(perplexity(decoder, windows, int(step.batch_size)))
+
+    # 3. Task accuracy: greedy answers, exactly equal to the references.
+    split_dir = questions_dir(cfg, model.source)
+    split = split_dir / f"{step.exact_match.split}.jsonl" if split_dir else None
+    stops = stop_token_ids(model, tokenizer)
+    if "exact_match" in tasks:
+        assert split is not None  # inputs() made sure
+        described["exact match questions"] = str(split)
+        pairs = read_pairs(split, int(step.exact_match.samples))
+        system = str(step.exact_match.system_prompt) if step.exact_match.system_prompt else None
+        prompts = render_prompts(tokenizer, pairs, system)
+        references = [response for _, response in pairs]
+        options: dict[str, Any] = dict(
+            stop_token_ids=stops, max_new_tokens=int(step.exact_match.max_new_tokens)
+        )
+        found = (
+            greedy_exact_match(
+                torch_model,
+                tokenizer,
+                prompts,
+                references,
+                **options,
+                batch_size=int(step.exact_match.batch_size),
+            )
+            if torch_model is not None
+            else decoder_exact_match(decoder, tokenizer, prompts, references, **options)
+        )
+        metrics["exact_match"] = found.accuracy
+        metrics["exact_match_samples"] = float(len(pairs))
+        write_answers(run.path("answers.jsonl"), pairs, found.answers, found.correct)
+        run.add_output("answers.jsonl")
+    decoder.close()
+    del decoder, torch_model  # lm-eval loads its own copy
+
+    # 4. lm-eval-harness tasks, on the Hugging Face model directory, offline.
+    directions: dict[str, str] = {}
+    if manager is not None:
+        if ARITHMETIC in lm_eval.tasks:
+            count = int(lm_eval.limit or step.exact_match.samples)
+            questions = (
+                read_pairs(split, count)
+                if split and split.is_file()
+                else generated_pairs(count, int(cfg.seed))
+            )
+            stop_text = str(tokenizer.decode(stops[:1])) if stops else ""
+            harness.write_arithmetic_set(arithmetic, questions, stop_text, chat)
+        harness.load_tasks(manager, lm_eval.tasks)
+        found_metrics, directions, table = harness.run_tasks(
+            model.directory, lm_eval.tasks, manager, chat=chat,
+            limit=int(lm_eval.limit) if lm_eval.limit else None,
+            num_fewshot=int(lm_eval.num_fewshot) if lm_eval.num_fewshot is not None else None,
+            batch_size=int(lm_eval.batch_size),
+            device="cuda" if torch.cuda.is_available() else "cpu", seed=int(cfg.seed),
+        )  # fmt: skip
+        metrics.update(found_metrics)
+        run.path("lm_eval", "results.json").write_text(json.dumps(table, indent=2) + "\n")
+        run.add_output("lm_eval")
+    metrics = dict(sorted(metrics.items(), key=lambda item: item[0] not in HEADLINE))
+
+    # 5. Against the baseline, then the files: metrics.json, plots, report.html.
+    comparisons = []
+    if step.regression.baseline:
+        from quark.eval.regression import compare, read_baseline
+
+        baseline = read_baseline(str(step.regression.baseline))
+        described["baseline"] = str(baseline.source)
+        comparisons = compare(
+            metrics, baseline, dict(step.regression.tolerances or {}),
+            step.regression.default_tolerance,
+            {**directions, **dict(step.regression.directions or {})},
+        )  # fmt: skip
+    regressed = [c for c in comparisons if c.regressed]
+    write_outputs(run, model, metrics, notes, comparisons, described)
+    run.update(
+        notes=notes,
+        regression=[{**vars(c), "tolerance": str(c.tolerance), "regressed": c.regressed}
+                    for c in comparisons],
+    )  # fmt: skip
+    _print_summary(run, metrics, notes, regressed, len(comparisons))
+    if regressed:
+        run.update(metrics=metrics)  # the failed run still shows what was measured
+        raise StepFailed(
+            f"regression against {step.regression.baseline}: {len(regressed)} of "
+            f"{len(comparisons)} metrics worse than the baseline beyond their tolerance: "
+            f"{'; '.join(c.describe() for c in regressed)}; report: {run.dir / 'report.html'}"
+        )
+    return metrics
+
+
+def write_outputs(
+    run: Run,
+    model: EvaluatedModel,
+    metrics: dict[str, float],
+    notes: list[str],
+    comparisons: list[Any],
+    described: dict[str, str],
+) -> None:
+    """metrics.json (itself a baseline file for a later run), the plots and report.html."""
+    from quark.core.files import write_json_atomic
+    from quark.eval.report import Report, baseline_bars, loss_curves, write_html
+
+    write_json_atomic(run.path("metrics.json"), metrics)
+    plots = {}
+    trained = model.training_run()
+    log = trained / "logs" / "metrics.csv" if trained else None
+    if log is not None and log.is_file():
+        curves = loss_curves(log, run.path("plots", "training_curves.png"))
+        if curves is not None:
+            plots["Training and validation loss"] = curves
+    if comparisons:
+        plots["Against the baseline"] = baseline_bars(
+            comparisons, run.path("plots", "baseline_comparison.png")
+        )
+    report = Report(
+        title=f"Evaluation of {model.source}",
+        subtitle=f"{model.label}, run {run.dir}",
+        metrics=metrics,
+        inputs=described,
+        notes=notes,
+        comparisons=comparisons,
+        baseline=described.get("baseline"),
+        plots=plots,
+    )
+    write_html(run.path("report.html"), report)
+    for name in ("metrics.json", "report.html", *(["plots"] if plots else [])):
+        run.add_output(name)
+
+
+def _print_summary(
+    run: Run, metrics: dict[str, float], notes: list[str], regressed: list, compared: int
+) -> None:
+    from rich.table import Table
+
+    from quark.core.console import wide_console
+
+    table = Table(title="Evaluate", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4g}")
+    if compared:
+        verdict = f"REGRESSED: {', '.join(c.metric for c in regressed)}" if regressed else "passed"
+        table.add_row("regression", f"{verdict} ({compared} compared)")
+    for note in notes:
+        table.add_row("note", note)
+    table.add_row("report", str(run.dir / "report.html"))
+    wide_console().print(table)

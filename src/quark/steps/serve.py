@@ -1,0 +1,187 @@
+"""step=serve: the model behind OpenAI's HTTP API, concurrent requests batched.
+
+    python launch.py step=serve                                   # newest finetune, else pretrain run
+    python launch.py step=serve step.model_dir=outputs/demo/optimize/<time>   # its ONNX export
+    python launch.py step=serve step.port=0 step.api_key=secret   # a free port (logged), a key
+    python launch.py step=serve step.demo_prompt='def main('      # stream one completion, stop
+
+Loads the model (a run's hf/ export or a Hugging Face model directory in torch; an optimize
+run's onnx_int8 or onnx export, or an ONNX export directory, in ONNX Runtime), starts the
+scheduler that decodes every active request in one forward pass per token (quark.serve.engine)
+and the HTTP server (quark.serve.api: /v1/completions, /v1/chat/completions, /v1/models,
+/health) on step.host:step.port. It serves until Ctrl-C or SIGTERM (or step.max_seconds);
+with step.demo_prompt it streams that prompt's completion from itself over HTTP to the console
+and stops. Either way the run completes with what was served: requests, tokens, batch sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from quark.core.errors import ConfigError, StepFailed
+from quark.core.run import MANIFEST, Run, read_manifest
+from quark.steps import optimize
+from quark.steps.optimize import TRAINING_STEPS, WEIGHT_FILES
+
+log = logging.getLogger("quark")
+MODEL_DIR_ALLOWED = (
+    "give a pretrain or finetune run directory, an optimize run directory (onnx or onnx_int8 "
+    "export), a Hugging Face model directory (config.json and weights), or an ONNX export "
+    "directory (model.onnx)"
+)
+# an optimize run's exports that serve runs, preferred first
+SERVED_EXPORTS = ("onnx_int8", "onnx", "hf")
+
+
+def model_source(cfg: DictConfig) -> Path:
+    """step.model_dir; else the optimize (its export), finetune or pretrain run a pipeline
+    handed over; else the newest completed finetune run of the experiment, else pretrain."""
+    return optimize.model_source(cfg, handed_steps=("optimize", *TRAINING_STEPS))
+
+
+def served_dir(source: Path) -> Path:
+    """The directory the model is loaded from: a run's hf/ or export, or `source` itself."""
+    if not source.is_dir():
+        problem = "is not a directory" if source.exists() else "does not exist"
+        raise ConfigError("step.model_dir", f"{source} {problem}", MODEL_DIR_ALLOWED)
+    directory = source
+    if (source / MANIFEST).is_file():
+        step = read_manifest(source).get("step")
+        candidates = [source / "exports" / n for n in SERVED_EXPORTS] + [source / "hf"]
+        found = [c for c in candidates if (c / "config.json").is_file()]
+        if not found:
+            raise ConfigError(
+                "step.model_dir",
+                f"{source} is a {step} run with no model serve can run (hf/, or an onnx, "
+                "onnx_int8 or hf export)",
+                MODEL_DIR_ALLOWED,
+            )
+        directory = found[0]
+    onnx = (directory / "model.onnx").is_file()
+    if not (directory / "config.json").is_file() or not (
+        onnx or any((directory / name).is_file() for name in WEIGHT_FILES)
+    ):
+        raise ConfigError(
+            "step.model_dir",
+            f"{source} is not a model (no config.json with weights or model.onnx)",
+            MODEL_DIR_ALLOWED,
+        )
+    if not any((directory / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json")):
+        raise ConfigError(
+            "step.model_dir", f"{directory} has no tokenizer", "a model saved with its tokenizer"
+        )
+    return directory
+
+
+def inputs(cfg: DictConfig) -> list[Path]:
+    """The model (a run is verified against its manifest), refused here if serve cannot run it."""
+    source = model_source(cfg)
+    served_dir(source)
+    return [source]
+
+
+def run(cfg: DictConfig, run: Run) -> dict[str, float]:
+    from quark.export import quiet_exporters
+    from quark.serve.api import build_app
+    from quark.serve.backends import load_model
+    from quark.serve.engine import Engine
+    from quark.serve.protocol import Limits
+    from quark.serve.server import Server, bind, stream_completion
+
+    quiet_exporters()  # optional-kernel notices of libraries transformers loads
+    step = cfg.step
+    source = model_source(cfg)
+    directory = served_dir(source)
+    # bound before the model loads: a taken port is bad input at once; port 0 picks a free one
+    sock = bind(str(step.host), int(step.port))
+
+    # 1. The model in its runtime, and the scheduler that batches every request through it.
+    try:
+        threads = configure_threads(step.threads)
+        name = str(step.model_name or default_name(source, directory))
+        model = load_model(directory, name, torch_device(str(step.device)), threads)
+    except BaseException:
+        sock.close()
+        raise
+    engine = Engine(model, int(step.max_batch_size))
+    limits = Limits(
+        max_tokens=int(step.max_tokens),
+        max_prompt_tokens=min(int(step.max_prompt_tokens or model.positions), model.positions - 1),
+        max_request_bytes=int(step.max_request_bytes),
+        max_waiting=int(step.max_waiting),
+    )
+
+    # 2. The HTTP server on that socket.
+    api_key = step.api_key or os.environ.get("QUARK_API_KEY") or None
+    server = Server(build_app(model, engine, limits, api_key), sock)
+    engine.start()
+    server.start()
+    started = time.perf_counter()
+    log.info(
+        "serve: %s (%s) on %s/v1 %s", name, model.backend.runtime, server.url,
+        "(API key required)" if api_key else "(no API key)",
+    )  # fmt: skip
+
+    # 3. Serve: one streamed demo completion, or until Ctrl-C / SIGTERM / max_seconds.
+    metrics: dict[str, float] = {}
+    try:
+        if step.demo_prompt is not None:
+            metrics = stream_completion(
+                server.url, str(step.demo_prompt), int(step.demo_max_tokens), api_key,
+                temperature=float(step.demo_temperature), seed=int(cfg.seed),
+            )  # fmt: skip
+            reason = "demo done"
+        else:
+            reason = server.wait(step.max_seconds)
+    finally:
+        server.stop()
+        engine.stop()
+    seconds = time.perf_counter() - started
+    log.info("serve: stopped (%s) after %.1f s", reason, seconds)
+    if engine.failure is not None:
+        raise StepFailed(f"serve: generation failed: {engine.failure}") from engine.failure
+
+    # 4. What was served.
+    stats = engine.stats
+    steps = max(stats.decode_steps, 1)
+    return {
+        "requests": float(stats.finished + stats.cancelled),
+        "tokens_generated": float(stats.tokens_generated),
+        "max_decode_batch": float(max(stats.batch_sizes, default=0)),
+        "mean_decode_batch": sum(k * v for k, v in stats.batch_sizes.items()) / steps,
+        "cancelled": float(stats.cancelled),
+        "served_s": seconds,
+        **metrics,
+    }
+
+
+def configure_threads(threads: int | None) -> int:
+    """Set torch's CPU threads to `threads` when given; the count every runtime gets."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
+def torch_device(device: str) -> str:
+    """step.device as torch names it: auto is cuda when there is one, else cpu."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("step.device", "cuda, but torch sees no CUDA device", "cpu, or auto")
+    return device
+
+
+def default_name(source: Path, directory: Path) -> str:
+    """A run's step and time (e.g. finetune/2026-11-24_10-00-00), else the directory's name."""
+    if (source / MANIFEST).is_file():
+        return f"{source.parent.name}/{source.name}"
+    return directory.name
