@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) launch.py pipeline=quickstart
+	$(PY) launch.py pipeline=demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench launch.py

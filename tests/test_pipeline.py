@@ -115,3 +115,38 @@ def test_step_overrides_reach_only_the_stages_whose_step_has_the_key(
         "error: step.max_steps: no stage's step has this key; this pipeline runs plan; "
         "step.* overrides reach the stages whose step has the key"
     )
+
+
+@pytest.mark.slow
+def test_the_demo_pipeline_trains_evaluates_exports_and_serves_then_serves_again(
+    launch: LaunchFn, outputs: Path
+) -> None:
+    # `make demo` (pipeline=demo), with a short pretrain: every stage completes, the server
+    # streams a real completion of the prompt, and a rerun reuses every stage but serve.
+    short = ["step.max_steps=20", "step.val_every_n_steps=10", "step.checkpoint_every_n_steps=20"]
+    done = launch("pipeline=demo", *short, check=True)
+    [record] = [
+        json.loads(p.read_text())
+        for p in (outputs / "demo" / "pipeline" / "demo").glob("*/pipeline.json")
+    ]
+    steps = ["data", "pretrain", "evaluate", "optimize", "serve"]
+    assert [(s["step"], s["status"]) for s in record["stages"]] == [(s, "completed") for s in steps]
+    runs = {m["step"]: m for m in manifests(outputs)}
+    assert (Path(runs["evaluate"]["run_dir"]) / "report.html").is_file()
+    assert runs["evaluate"]["metrics"]["perplexity"] > 1
+    assert runs["optimize"]["metrics"]["top1_agreement"] > 0.5
+    served = runs["serve"]
+    assert served["inputs"][0]["path"] == runs["optimize"]["run_dir"]  # the export is served
+    assert served["metrics"]["demo_tokens"] >= 1 and served["metrics"]["requests"] == 1
+    printed = done.stdout.split("def main(", 1)
+    assert len(printed) == 2 and printed[1].split("\n[")[0].strip()  # the completion itself
+
+    launch("pipeline=demo", *short, check=True)
+    rerun = max(
+        (
+            json.loads(p.read_text())
+            for p in (outputs / "demo" / "pipeline" / "demo").glob("*/pipeline.json")
+        ),
+        key=lambda r: r["started_at"],
+    )
+    assert [s["status"] for s in rerun["stages"]] == ["reused"] * 4 + ["completed"]
