@@ -145,3 +145,18 @@ def test_int8_keeps_the_trained_models_choices(
     assert operator in (tmp_path / "model.onnx").read_bytes()
     # int8 weights: well under half the fp32 file (block32 keeps the embedding table in fp32)
     assert (tmp_path / "model.onnx").stat().st_size < 0.45 * onnx_export.stat().st_size
+
+
+def test_attention_takes_the_kv_heads_without_repeating_them(
+    onnx_export: Path, tiny_llama: TinyLlama
+) -> None:
+    # the tiny model has fewer kv heads than query heads: transformers' repeat_kv would put an
+    # Expand per layer for keys and one for values into the graph; grouped-query SDPA puts none
+    import onnx
+
+    config = tiny_llama.model().config
+    assert config.num_key_value_heads < config.num_attention_heads
+    graph = onnx.load(str(onnx_export), load_external_data=False).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("Attention") == config.num_hidden_layers
+    assert ops.count("Expand") < 2 * config.num_hidden_layers
