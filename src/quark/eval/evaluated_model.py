@@ -12,17 +12,12 @@ from typing import Any
 
 from quark.core.errors import ConfigError
 from quark.core.run import MANIFEST, read_manifest
+from quark.models.hf import holds_weights
 
 KEY = "step.model_dir"
 ALLOWED = (
     "give a pretrain, finetune or optimize run directory, or a Hugging Face model directory "
     "(config.json and weights)"
-)
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
 )
 # exports a transformers model loads (the others have a runtime of their own)
 TORCH_FORMATS = ("hf", "torchao")
@@ -96,9 +91,7 @@ def resolve(source: Path) -> EvaluatedModel:
 
 def hf_directory(directory: Path, named: Path) -> Path:
     """`directory` if it holds config.json and weights of a language model."""
-    if not (directory / "config.json").is_file() or not any(
-        (directory / name).is_file() for name in WEIGHT_FILES
-    ):
+    if not holds_weights(directory):
         raise ConfigError(KEY, f"{named} is not a model (no config.json and weights)", ALLOWED)
     try:
         config = json.loads((directory / "config.json").read_text())

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from quark.core.errors import ConfigError, QuarkError
 from quark.core.run import MANIFEST, read_manifest
+from quark.data.tasks import read_prompt_responses
 
 KEY = "step.exact_match.data_dir"
 ALLOWED = (
@@ -20,32 +20,7 @@ ALLOWED = (
 
 def read_pairs(path: Path, count: int) -> list[tuple[str, str]]:
     """The first `count` (prompt, response) records of a JSONL file (other fields ignored)."""
-    if not path.is_file():
-        raise ConfigError(KEY, f"{path.parent} has no {path.name}", ALLOWED)
-    pairs: list[tuple[str, str]] = []
-    with open(path) as lines:
-        for number, line in enumerate(lines, start=1):
-            if len(pairs) == count:
-                break
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise QuarkError(f"{path}: line {number} is not JSON") from None
-            if not (
-                isinstance(record, dict)
-                and isinstance(record.get("prompt"), str)
-                and isinstance(record.get("response"), str)
-            ):
-                raise QuarkError(
-                    f"{path}: line {number} has no string 'prompt' and 'response' fields; "
-                    "task accuracy needs prompt/response records"
-                )
-            pairs.append((record["prompt"], record["response"]))
-    if not pairs:
-        raise QuarkError(f"{path}: no records; task accuracy needs prompt/response records")
-    return pairs
+    return read_prompt_responses(path, KEY, ALLOWED, "task accuracy", count)
 
 
 def questions_dir(cfg: Any, source: Path) -> Path | None:

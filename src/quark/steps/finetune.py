@@ -24,14 +24,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from quark.core.errors import ConfigError
-from quark.core.run import MANIFEST, Run, read_manifest
+from quark.core.run import Run
+from quark.models.hf import run_model_dir
 
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
 INIT_FROM_ALLOWED = (
     "give a pretrain or finetune run directory, or a Hugging Face model directory "
     "(config.json, weights, tokenizer)"
@@ -61,25 +56,7 @@ def init_from(cfg: DictConfig) -> Path:
 
 def model_dir(source: Path) -> Path:
     """The Hugging Face model directory of `source`: a run's hf/ export, or `source` itself."""
-    if not source.exists():
-        raise ConfigError("step.init_from", f"{source} does not exist", INIT_FROM_ALLOWED)
-    directory = source
-    if (source / MANIFEST).is_file():
-        directory = source / "hf"
-        if not directory.is_dir():
-            step = read_manifest(source).get("step")
-            raise ConfigError(
-                "step.init_from", f"{source} is a {step} run with no hf/ model", INIT_FROM_ALLOWED
-            )
-    if not (directory / "config.json").is_file() or not any(
-        (directory / name).is_file() for name in WEIGHT_FILES
-    ):
-        raise ConfigError(
-            "step.init_from",
-            f"{source} is not a model (no config.json and weights)",
-            INIT_FROM_ALLOWED,
-        )
-    return directory
+    return run_model_dir(source, "step.init_from", INIT_FROM_ALLOWED)
 
 
 def pairs_dir(cfg: DictConfig) -> Path:

@@ -27,13 +27,8 @@ from omegaconf import DictConfig
 
 from quark.core.errors import ConfigError, StepFailed
 from quark.core.run import MANIFEST, Run, read_manifest
+from quark.models.hf import WEIGHT_FILES, run_model_dir
 
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
 MODEL_DIR_ALLOWED = (
     "give a pretrain or finetune run directory, or a Hugging Face model directory "
     "(config.json and weights)"
@@ -69,25 +64,7 @@ def model_source(cfg: DictConfig, handed_steps: tuple[str, ...] = TRAINING_STEPS
 
 def model_dir(source: Path) -> Path:
     """The Hugging Face model directory of `source`: a run's hf/ export, or `source` itself."""
-    if not source.exists():
-        raise ConfigError("step.model_dir", f"{source} does not exist", MODEL_DIR_ALLOWED)
-    directory = source
-    if (source / MANIFEST).is_file():
-        directory = source / "hf"
-        if not directory.is_dir():
-            step = read_manifest(source).get("step")
-            raise ConfigError(
-                "step.model_dir", f"{source} is a {step} run with no hf/ model", MODEL_DIR_ALLOWED
-            )
-    if not (directory / "config.json").is_file() or not any(
-        (directory / name).is_file() for name in WEIGHT_FILES
-    ):
-        raise ConfigError(
-            "step.model_dir",
-            f"{source} is not a model (no config.json and weights)",
-            MODEL_DIR_ALLOWED,
-        )
-    return directory
+    return run_model_dir(source, "step.model_dir", MODEL_DIR_ALLOWED)
 
 
 def model_config(directory: Path) -> dict[str, Any]:

@@ -25,8 +25,9 @@ from omegaconf import DictConfig
 
 from quark.core.errors import ConfigError, StepFailed
 from quark.core.run import MANIFEST, Run, read_manifest
+from quark.models.hf import WEIGHT_FILES
 from quark.steps import optimize
-from quark.steps.optimize import TRAINING_STEPS, WEIGHT_FILES
+from quark.steps.optimize import TRAINING_STEPS
 
 log = logging.getLogger("quark")
 MODEL_DIR_ALLOWED = (

@@ -9,7 +9,6 @@ what generation sees later, and only the second part carries labels.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from quark.core.errors import ConfigError, QuarkError
+from quark.core.errors import ConfigError
+from quark.data.tasks import read_prompt_responses
 from quark.training.shards import training_sampler
 
 IGNORE = -100  # label where no loss is taken (CausalLMModule.loss)
@@ -41,36 +41,12 @@ class Example:
 
 def read_pairs(path: Path) -> list[Pair]:
     """The {prompt, response} records of a jsonl file (other fields are ignored)."""
-    if not path.is_file():
-        raise ConfigError(
-            "step.data_dir",
-            f"{path.parent} has no {path.name}",
-            "give a data run of data=arithmetic_sft, or a directory holding train.jsonl and "
-            "val.jsonl with prompt and response fields",
-        )
-    pairs = []
-    with open(path) as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise QuarkError(f"{path}: line {number} is not JSON") from None
-            if not (
-                isinstance(record, dict)
-                and isinstance(record.get("prompt"), str)
-                and isinstance(record.get("response"), str)
-            ):
-                fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-                raise QuarkError(
-                    f"{path}: line {number} has no string 'prompt' and 'response' fields "
-                    f"(it has: {fields}); supervised fine-tuning needs prompt/response records"
-                )
-            pairs.append(Pair(record["prompt"], record["response"]))
-    if not pairs:
-        raise QuarkError(f"{path}: no records; supervised fine-tuning needs prompt/response pairs")
-    return pairs
+    allowed = (
+        "give a data run of data=arithmetic_sft, or a directory holding train.jsonl and "
+        "val.jsonl with prompt and response fields"
+    )
+    records = read_prompt_responses(path, "step.data_dir", allowed, "supervised fine-tuning")
+    return [Pair(prompt, response) for prompt, response in records]
 
 
 def messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
