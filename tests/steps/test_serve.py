@@ -15,6 +15,7 @@ from pathlib import Path
 
 import openai
 import pytest
+import torch
 
 from ..conftest import REPO, LaunchFn, manifests
 from ..serve import conftest as serve_models
@@ -30,21 +31,34 @@ URL_LINE = re.compile(r"serve: (\S+) \((.+)\) on (http://127\.0\.0\.1:\d+)/v1")
 def test_demo_streams_the_completion_and_completes_the_run(
     launch: LaunchFn, outputs: Path, tiny_models: TinyModels
 ) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from quark.export.decoding import TorchDecoder
+
+    prompt = "item3 has value"
     done = launch(
         "step=serve",
         f"step.model_dir={tiny_models.base}",
         "step.port=0",
-        "step.demo_prompt='item3 has value'",
+        f"step.demo_prompt='{prompt}'",
         "step.demo_max_tokens=12",
+        "step.demo_temperature=0",  # greedy, so the text is known
         "step.threads=1",
         check=True,
     )
-    [line] = [x for x in done.stdout.splitlines() if x.startswith("item3 has value")]
-    assert len(line) > len("item3 has value ") + 5  # the prompt, then the streamed completion
+    # what plain incremental greedy decoding of the model gives, up to its end-of-sequence token
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.base, dtype=torch.float32)
+    tokens = TorchDecoder(model).generate(tokenizer.encode(prompt), 12)
+    if tokenizer.eos_token_id in tokens:
+        tokens = tokens[: tokens.index(tokenizer.eos_token_id) + 1]
+    expected = tokenizer.decode(tokens, skip_special_tokens=True)
+    assert expected.strip()
+    assert f"{prompt}{expected}\n" in done.stdout  # the prompt, then the streamed completion
     [manifest] = manifests(outputs)
     assert manifest["status"] == "completed" and manifest["step"] == "serve"
     metrics = manifest["metrics"]
-    assert 1 <= metrics["demo_tokens"] <= 12 and metrics["requests"] == 1
+    assert metrics["demo_tokens"] == len(tokens) and metrics["requests"] == 1
     assert manifest["inputs"][0]["path"] == str(tiny_models.base)
 
 
