@@ -17,16 +17,8 @@ from typing import Any
 import pytest
 
 from ..conftest import ITEM_DATA, launcher, manifests, write_item_corpus
+from .test_optimize import TINY_MODEL  # the same tiny Llama, whose exports are evaluated too
 
-TINY_MODEL = [
-    "model.vocab_size=600",
-    "model.hidden_size=64",
-    "model.num_layers=2",
-    "model.num_heads=4",
-    "model.num_kv_heads=2",
-    "model.intermediate_size=192",
-    "model.max_seq_len=256",
-]
 # the pretrain run's validation windows: 4 of 64 tokens
 WINDOWS = ["step.seq_len=64", "step.val_samples=4"]
 # a proxy that refuses every connection: any attempt to reach the network fails loudly

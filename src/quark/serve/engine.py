@@ -217,7 +217,8 @@ class Engine:
             return
         if cancelled:
             self.stats.cancelled += len(indices)
-        keep = [i for i in range(len(self.rows)) if i not in set(indices)]
+        leaving = set(indices)
+        keep = [i for i in range(len(self.rows)) if i not in leaving]
         self.rows = [self.rows[i] for i in keep]
         if not keep or self.past is None:
             self.past, self.mask = None, np.zeros((0, 0), np.int64)
