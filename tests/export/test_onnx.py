@@ -147,16 +147,67 @@ def test_int8_keeps_the_trained_models_choices(
     assert (tmp_path / "model.onnx").stat().st_size < 0.45 * onnx_export.stat().st_size
 
 
-def test_attention_takes_the_kv_heads_without_repeating_them(
+def test_each_layer_is_one_attention_node_over_the_cache_and_four_matmuls(
     onnx_export: Path, tiny_llama: TinyLlama
 ) -> None:
-    # the tiny model has fewer kv heads than query heads: transformers' repeat_kv would put an
-    # Expand per layer for keys and one for values into the graph; grouped-query SDPA puts none
+    """The graph a decoding step runs (quark.export.onnx_graph): Attention takes q, k, v as
+    the projections make them and the past, and returns the present itself; q, k, v and
+    gate, up are one MatMul each; the mask is a few nodes. Fewer nodes is time saved per
+    token (bench/RESULTS.md)."""
     import onnx
 
     config = tiny_llama.model().config
-    assert config.num_key_value_heads < config.num_attention_heads
+    layers = config.num_hidden_layers
     graph = onnx.load(str(onnx_export), load_external_data=False).graph
     ops = [node.op_type for node in graph.node]
-    assert ops.count("Attention") == config.num_hidden_layers
-    assert ops.count("Expand") < 2 * config.num_hidden_layers
+    attention = [node for node in graph.node if node.op_type == "Attention"]
+    assert len(attention) == layers
+    for index, node in enumerate(attention):
+        assert node.input[4:] == [f"past_key_values.{index}.key", f"past_key_values.{index}.value"]
+        assert node.output[1:] == [f"present.{index}.key", f"present.{index}.value"]
+        heads = {a.name: a.i for a in node.attribute if a.name.endswith("num_heads")}
+        assert heads == {
+            "q_num_heads": config.num_attention_heads,
+            "kv_num_heads": config.num_key_value_heads,
+        }
+    # grouped-query SDPA: no repeat_kv Expand; no per-layer head reshuffling or cache Concat
+    assert ops.count("Expand") == 0
+    assert ops.count("Transpose") == 0
+    assert ops.count("Concat") < layers
+    # q|k|v, o, gate|up, down per layer, and the head
+    assert ops.count("MatMul") == 4 * layers + 1
+    assert ops.count("Split") == 2 * layers
+    # the causal and padding mask from two Ranges, not transformers' general mask functions
+    assert "GatherND" not in ops
+    assert ops.count("Range") == 2
+
+
+def test_a_model_over_one_gigabyte_keeps_its_weights_beside_the_graph(
+    tiny_llama: TinyLlama, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """protobuf cannot hold 2 GiB: large models' weights go to model.onnx.data, and the
+    graph rewrite reads and writes them there."""
+    from quark.export import onnx
+    from quark.export.onnx import OnnxDecoder
+
+    monkeypatch.setattr(onnx, "EXTERNAL_DATA_BYTES", 0)
+    onnx.write_onnx(tiny_llama.model(), tmp_path / "model.onnx")
+    data = tmp_path / "model.onnx.data"
+    assert data.stat().st_size > (tmp_path / "model.onnx").stat().st_size
+    batch = tiny_llama.windows[:2, :-1]
+    with torch.no_grad():
+        expected = tiny_llama.model()(input_ids=torch.from_numpy(batch)).logits.numpy()
+    assert np.abs(OnnxDecoder(tmp_path / "model.onnx", 1).logits(batch) - expected).max() < 1e-4
+
+
+def test_a_sliding_window_model_keeps_transformers_mask() -> None:
+    from types import SimpleNamespace
+
+    from quark.export.onnx import full_causal_attention
+
+    assert full_causal_attention(SimpleNamespace())
+    assert full_causal_attention(SimpleNamespace(sliding_window=None, layer_types=None))
+    assert not full_causal_attention(SimpleNamespace(sliding_window=4096))
+    assert not full_causal_attention(
+        SimpleNamespace(layer_types=["full_attention", "sliding_attention"])
+    )

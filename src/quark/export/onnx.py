@@ -10,6 +10,9 @@ Inputs:  input_ids [batch, seq] int64, attention_mask [batch, past + seq] int64 
 Outputs: logits [batch, seq, vocab], present.<layer>.key / .value [batch, kv_heads, past + seq,
          head_dim]: the next call's past. The first call passes an empty past (past = 0).
 
+The exported graph is then rewritten for decoding, in standard ONNX (quark.export.onnx_graph):
+attention over the cache in one node a layer, q/k/v and gate/up in one MatMul each.
+
 (optimum's ONNX export would do this but needs transformers < 4.58.)
 """
 
@@ -26,6 +29,7 @@ import torch
 
 from quark.export import copy_model_files, require
 from quark.export.decoding import cache_argument, returned_cache
+from quark.export.onnx_graph import rewrite_for_decoding
 from quark.export.validation import Tolerance
 
 DEFAULT_TOLERANCE = {
@@ -66,6 +70,7 @@ class KeyValueCacheStep(torch.nn.Module):
         super().__init__()
         self.model = model
         self.cache_argument = cache_argument(model)
+        self.causal_mask_is_enough = full_causal_attention(model.config)
 
     def forward(
         self, input_ids: Any, attention_mask: Any, position_ids: Any, past: list[Any]
@@ -73,6 +78,8 @@ class KeyValueCacheStep(torch.nn.Module):
         from transformers import DynamicCache
 
         pairs = [(past[i], past[i + 1]) for i in range(0, len(past), 2)]
+        if self.causal_mask_is_enough:
+            attention_mask = causal_padding_mask(input_ids, attention_mask)
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -83,6 +90,26 @@ class KeyValueCacheStep(torch.nn.Module):
         cache = returned_cache(out)
         present = [t for layer in cache.layers for t in (layer.keys, layer.values)]
         return (out.logits, *present)
+
+
+def full_causal_attention(config: Any) -> bool:
+    """Whether every layer attends causally to all earlier tokens (no sliding window, no
+    chunks): then the padding-and-causal mask is the whole mask, and the graph can build it
+    in a few nodes instead of tracing transformers' general mask functions (about 30)."""
+    if getattr(config, "sliding_window", None) or getattr(config, "attention_chunk_size", None):
+        return False
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"]
+    return all(kind == "full_attention" for kind in layer_types)
+
+
+def causal_padding_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[batch, 1, seq, past + seq] bool, True where a query may attend: earlier or same
+    positions that are not padding. transformers takes a 4D mask as it is."""
+    seq, total = input_ids.shape[1], attention_mask.shape[1]
+    keys = torch.arange(total, device=input_ids.device)
+    queries = torch.arange(seq, device=input_ids.device) + (total - seq)
+    causal = keys[None, :] <= queries[:, None]
+    return causal[None, None] & attention_mask.bool()[:, None, None, :]
 
 
 def write_onnx(model: Any, path: Path) -> None:
@@ -159,18 +186,17 @@ def _export(
         external_data=parameter_bytes > EXTERNAL_DATA_BYTES,
         verbose=False,
     )
-    drop_node_metadata(path)
+    rewrite_for_decoding(path)
 
 
-def drop_node_metadata(path: Path) -> None:
-    """Remove the exporter's per-node debugging notes (FX node, Python stack trace): about
-    1 KB a node, more than the weights of a small model."""
-    import onnx
+def session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime session on the CPU with all of its graph optimizations."""
+    import onnxruntime as ort
 
-    proto = onnx.load(str(path), load_external_data=False)  # weights stay where they are
-    for node in proto.graph.node:
-        del node.metadata_props[:]
-    onnx.save(proto, str(path))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class OnnxDecoder:
@@ -180,12 +206,7 @@ class OnnxDecoder:
     times_generation = True
 
     def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = session(path, threads)
         self.past_inputs = [i for i in self.session.get_inputs() if i.name.startswith("past_")]
         self.outputs = [o.name for o in self.session.get_outputs()]
 
@@ -207,25 +228,33 @@ class OnnxDecoder:
         return self.session.run(["logits"], feeds)[0]
 
     def generate(self, prompt: list[int], new_tokens: int) -> list[int]:
-        from onnxruntime import OrtValue
-
-        # OrtValues in and out: each step's present goes back in as the next past, uncopied
+        # an IOBinding: each step's present stays in ONNX Runtime and is bound as the next
+        # past, uncopied; mask and positions are views of arrays made once
+        binding = self.session.io_binding()
+        for name, array in self._empty_past(1).items():
+            binding.bind_cpu_input(name, array)
+        total = len(prompt) + new_tokens
+        mask = np.ones((1, total), dtype=np.int64)
+        positions = np.arange(total, dtype=np.int64)[None]
+        pasts = [name.replace("present.", "past_key_values.", 1) for name in self.outputs[1:]]
         ids = np.asarray([prompt], dtype=np.int64)
-        feeds = {name: OrtValue.ortvalue_from_numpy(a) for name, a in self._empty_past(1).items()}
         out: list[int] = []
         length = 0
         for _ in range(new_tokens):
-            positions = np.arange(length, length + ids.shape[1], dtype=np.int64)[None]
-            length += ids.shape[1]
-            feeds["input_ids"] = OrtValue.ortvalue_from_numpy(ids)
-            feeds["attention_mask"] = OrtValue.ortvalue_from_numpy(np.ones((1, length), np.int64))
-            feeds["position_ids"] = OrtValue.ortvalue_from_numpy(positions)
-            results = self.session.run_with_ort_values(self.outputs, feeds)
-            token = int(results[0].numpy()[0, -1].argmax())
+            seq = ids.shape[1]
+            binding.bind_cpu_input("input_ids", ids)
+            binding.bind_cpu_input("attention_mask", mask[:, : length + seq])
+            binding.bind_cpu_input("position_ids", positions[:, length : length + seq])
+            length += seq
+            for name in self.outputs:  # unallocated: ONNX Runtime sizes them for this step
+                binding.bind_output(name, "cpu")
+            self.session.run_with_iobinding(binding)
+            logits, *present = binding.get_outputs()
+            token = int(logits.numpy()[0, -1].argmax())
             out.append(token)
             ids = np.asarray([[token]], dtype=np.int64)
-            for value, name in zip(results[1:], self.outputs[1:], strict=True):
-                feeds[name.replace("present.", "past_key_values.", 1)] = value
+            for name, value in zip(pasts, present, strict=True):
+                binding.bind_ortvalue_input(name, value)
         return out
 
     def close(self) -> None:

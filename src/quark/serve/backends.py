@@ -98,10 +98,9 @@ class OnnxBackend:
     def __init__(self, path: Path, threads: int) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        from quark.export.onnx import session
+
+        self.session = session(path, threads)
         self.past_inputs = [i for i in self.session.get_inputs() if i.name.startswith("past_")]
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.runtime = f"onnxruntime {ort.__version__} (CPUExecutionProvider, {path.parent.name})"
