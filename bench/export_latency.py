@@ -13,7 +13,7 @@ round so drift of a busy machine is shared:
 Figure: milliseconds per generated token once the prompt is in the cache (greedy, one forward
 pass per token; quark.export.decoding.decode_ms_per_token), median over prompts and rounds.
 
-Targets (issue 8): ONNX int8 >= 3x faster than torch fp32 eager with perplexity within 2 %;
+Targets (issue 6): ONNX int8 >= 3x faster than torch fp32 eager with perplexity within 2 %;
 Quark's fastest path within 1.2x of llama.cpp at the same precision.
 
     .venv/bin/python bench/export_latency.py [--threads 2] [--rounds 5] [--steps 150]
