@@ -211,3 +211,47 @@ def test_a_sliding_window_model_keeps_transformers_mask() -> None:
     assert not full_causal_attention(
         SimpleNamespace(layer_types=["full_attention", "sliding_attention"])
     )
+
+
+OTHER_DECODERS = {
+    # q and k normed per head before the rotary: the attention rewrite does not match
+    "qwen3": {"head_dim": 16},
+    # a sliding window: transformers' own mask, the attention rewrite applies
+    "mistral": {"sliding_window": 8},
+    # learned positions, no rotary, biases
+    "gpt2": {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 128},
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(OTHER_DECODERS))
+def test_other_decoders_export_and_decode_as_torch_does(model_type: str, tmp_path: Path) -> None:
+    """The graph rewrites match Llama's layout or leave a layer as it is: other architectures
+    export with the same inputs and outputs and compute what torch computes, past a sliding
+    window too (20 tokens, window 8)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from quark.export.onnx import OnnxDecoder, write_onnx
+
+    shape = {
+        "vocab_size": 300,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+    }
+    if model_type == "gpt2":
+        shape = {"vocab_size": 300}
+    config = AutoConfig.for_model(model_type, **shape, **OTHER_DECODERS[model_type])
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    write_onnx(model, tmp_path / "model.onnx")
+    decoder = OnnxDecoder(tmp_path / "model.onnx", threads=1)
+
+    tokens = np.random.default_rng(0).integers(0, 300, (2, 20))
+    with torch.no_grad():
+        expected = model(input_ids=torch.from_numpy(tokens)).logits.numpy()
+    assert np.abs(decoder.logits(tokens) - expected).max() < 1e-4
+    prompt = tokens[0, :12].tolist()
+    assert decoder.generate(prompt, 16) == TorchDecoder(model).generate(prompt, 16)
