@@ -126,7 +126,7 @@ def serving(directory: Path, api_key: str | None = None, **limits: int) -> Itera
 
     torch.set_num_threads(1)
     model = load_model(directory, "tiny", "cpu", threads=1)
-    engine = Engine(model, limits.pop("max_batch_size", 8))
+    engine = Engine(model, limits.pop("max_batch_size", 8), limits.pop("max_prefill_tokens", 2048))
     settings = {"max_tokens": 400, "max_prompt_tokens": 200, "max_request_bytes": 20_000}
     settings |= {"max_waiting": 64} | limits
     server = Server(build_app(model, engine, Limits(**settings), api_key), bind("127.0.0.1", 0))

@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -107,3 +108,56 @@ def test_a_client_that_gives_up_on_a_whole_completion_frees_its_slot(server: Ser
         time.sleep(0.02)
     assert now["active"] == 0 and now["cancelled"] == before["cancelled"] + 1
     assert now["tokens_generated"] - before["tokens_generated"] < 400
+
+
+@pytest.mark.parametrize(("backend", "budget"), [("torch", 2048), ("torch", 20), ("onnx", 2048)])
+def test_prompts_arriving_together_prefill_in_padded_passes_to_the_tokens_they_get_alone(
+    tiny_models: TinyModels, onnx_dir: Path, backend: str, budget: int
+) -> None:
+    """Prompts of 1 to 7 tokens waiting at once are prefilled together, left-padded, in as few
+    passes as max_prefill_tokens allows; each still decodes to its tokens alone, one of them
+    ending at once (max_tokens 1) and leaving the others' batch."""
+    from transformers import AutoModelForCausalLM
+
+    from quark.export.decoding import TorchDecoder
+    from quark.serve.backends import load_model
+    from quark.serve.engine import Engine, Event, Sequence
+    from quark.serve.sampling import SamplingParams
+
+    directory = onnx_dir if backend == "onnx" else tiny_models.base
+    model = load_model(directory, "tiny", "cpu", threads=1)
+    prompts = [model.tokenizer.encode(p) for p in PROMPTS]
+    assert sorted({len(p) for p in prompts})[0] == 1 and max(len(p) for p in prompts) > 5
+    budgets = [NEW_TOKENS] * len(prompts)
+    budgets[2] = 1
+    engine = Engine(model, max_batch_size=len(prompts), max_prefill_tokens=budget)
+    ended: dict[int, Event] = {}
+    sequences = [
+        Sequence(
+            prompt,
+            SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True),
+            model.tokenizer,
+            lambda event: ended.__setitem__(event.index, event) if event.finish_reason else None,
+            index,
+        )
+        for index, (prompt, tokens) in enumerate(zip(prompts, budgets, strict=True))
+    ]
+    engine.submit(sequences)  # all waiting before the scheduler's first turn
+    engine.start()
+    deadline = time.monotonic() + 60
+    while len(ended) < len(prompts) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    engine.stop()
+
+    longest = max(len(p) for p in prompts)
+    stats = engine.stats
+    assert stats.prefills == len(prompts)
+    if budget >= longest * len(prompts):
+        assert stats.prefill_passes == 1
+    else:
+        assert 1 < stats.prefill_passes < len(prompts)
+    reference = TorchDecoder(
+        AutoModelForCausalLM.from_pretrained(tiny_models.base, dtype=torch.float32)
+    )
+    for seq, prompt, tokens in zip(sequences, prompts, budgets, strict=True):
+        assert seq.generated == reference.generate(prompt, tokens), seq.index

@@ -1,15 +1,16 @@
 """The scheduler: continuous batching of every active sequence into one forward pass a step.
 
 One thread owns the model. Each turn it (1) drops the sequences whose clients left, (2) admits
-waiting requests into free slots (up to max_batch_size), each prefilled alone in one forward
-pass over its prompt, and (3) runs one decode step for all active sequences together.
+waiting requests into free slots (up to max_batch_size), their prompts prefilled together,
+left-padded, in forward passes of at most max_prefill_tokens (padded) tokens, and (3) runs one
+decode step for all active sequences together.
 
 The batch's key/value cache is one tensor per layer and kind, [batch, kv_heads, length,
 head_dim], left-padded: a joining sequence is padded (or pads the batch) to the longest, a
 leaving one is dropped with the leading positions no row attends any more. The attention mask
 marks padding and each row's position ids count its own tokens, so a sequence decodes to the
-same tokens alone or in any batch (tests/serve/test_batching.py holds it to that). Prompts are
-prefilled unpadded: a fully masked padding row in a multi-token pass can turn into NaN keys.
+same tokens alone or in any batch (tests/serve/test_batching.py holds it to that). A padding
+query attends to nothing: torch's SDPA and ONNX Runtime's Attention give it zeros, not NaN.
 """
 
 from __future__ import annotations
@@ -72,17 +73,21 @@ class EngineStats:
     decode_steps: int = 0
     # decode steps by how many sequences they computed together
     batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
-    prefills: int = 0
+    prefills: int = 0  # prompts prefilled
+    prefill_passes: int = 0  # forward passes they took
     tokens_generated: int = 0
     finished: int = 0
     cancelled: int = 0
 
 
 class Engine:
-    def __init__(self, model: ServedModel, max_batch_size: int) -> None:
+    def __init__(
+        self, model: ServedModel, max_batch_size: int, max_prefill_tokens: int = 2048
+    ) -> None:
         self.model = model
         self.backend = model.backend
         self.max_batch_size = max_batch_size
+        self.max_prefill_tokens = max_prefill_tokens
         self.stats = EngineStats()
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.rows: list[Sequence] = []  # the active batch, in cache row order
@@ -123,6 +128,7 @@ class Engine:
             "decode_batch_sizes": {str(k): v for k, v in sorted(stats.batch_sizes.items())},
             "max_decode_batch": max(stats.batch_sizes, default=0),
             "prefills": stats.prefills,
+            "prefill_passes": stats.prefill_passes,
             "tokens_generated": stats.tokens_generated,
             "finished": stats.finished,
             "cancelled": stats.cancelled,
@@ -140,11 +146,9 @@ class Engine:
                     while self.waiting and len(self.rows) + len(joining) < self.max_batch_size:
                         joining.append(self.waiting.popleft())
                 self._remove([i for i, seq in enumerate(self.rows) if seq.cancelled])
-                for seq in joining:
-                    if seq.cancelled:
-                        self.stats.cancelled += 1
-                    else:
-                        self._prefill(seq)
+                self.stats.cancelled += sum(seq.cancelled for seq in joining)
+                for group in self._prefill_groups([s for s in joining if not s.cancelled]):
+                    self._prefill(group)
                 if self.rows:
                     self._decode()
         except BaseException as exc:  # a runtime fault: every request learns of it
@@ -154,15 +158,37 @@ class Engine:
                 seq.finish("error", error=f"generation failed: {type(exc).__name__}: {exc}")
             self.rows, self.waiting = [], collections.deque()
 
-    def _prefill(self, seq: Sequence) -> None:
-        length = len(seq.prompt)
-        mask = np.ones((1, length), np.int64)
-        positions = np.arange(length, dtype=np.int64)[None]
-        ids = np.asarray([seq.prompt], np.int64)
+    def _prefill_groups(self, joining: list[Sequence]) -> list[list[Sequence]]:
+        """`joining` in arrival order, cut into passes whose padded size (rows x longest
+        prompt) stays within max_prefill_tokens; a longer prompt goes alone."""
+        groups: list[list[Sequence]] = []
+        for seq in joining:
+            group = groups[-1] if groups else []
+            longest = max([len(seq.prompt), *(len(s.prompt) for s in group)])
+            if group and longest * (len(group) + 1) <= self.max_prefill_tokens:
+                group.append(seq)
+            else:
+                groups.append([seq])
+        return groups
+
+    def _prefill(self, group: list[Sequence]) -> None:
+        """The prompts of `group` in one forward pass, left-padded to the longest; those that
+        go on join the batch."""
+        longest = max(len(seq.prompt) for seq in group)
+        ids = np.zeros((len(group), longest), np.int64)  # padding ids are masked out
+        mask = np.zeros((len(group), longest), np.int64)
+        for row, seq in enumerate(group):
+            ids[row, longest - len(seq.prompt) :] = seq.prompt
+            mask[row, longest - len(seq.prompt) :] = 1
+        positions = np.maximum(mask.cumsum(axis=1) - 1, 0)  # from each row's first token
         logits, past = self.backend.forward(ids, mask, positions, None)
-        self.stats.prefills += 1
-        if self._accept(seq, logits[0]):
-            self._join(seq, past, mask)
+        self.stats.prefills += len(group)
+        self.stats.prefill_passes += 1
+        going_on = [row for row, seq in enumerate(group) if self._accept(seq, logits[row])]
+        if going_on:
+            if len(going_on) < len(group):
+                past, mask = take_rows(past, going_on), mask[going_on]
+            self._join([group[row] for row in going_on], past, mask)
 
     def _decode(self) -> None:
         count = len(self.rows)
@@ -197,9 +223,13 @@ class Engine:
         seq.finish(reason, text)
         return False
 
-    def _join(self, seq: Sequence, past: Cache, mask: np.ndarray) -> None:
+    def _join(self, joining: list[Sequence], past: Cache, mask: np.ndarray) -> None:
+        """Add `joining` (rows of `past` and `mask`) to the batch, the shorter side padded."""
+        unused = int(np.argmax(mask.any(axis=0)))  # leading positions none of them attends
+        if unused:
+            past, mask = drop_positions(past, unused), mask[:, unused:]
         if not self.rows or self.past is None:
-            self.rows, self.past, self.mask = [seq], past, mask
+            self.rows, self.past, self.mask = list(joining), past, mask
             return
         ours, theirs = self.mask.shape[1], mask.shape[1]
         if ours < theirs:
@@ -210,7 +240,7 @@ class Engine:
             mask = np.pad(mask, ((0, 0), (ours - theirs, 0)))
         self.past = self.backend.join_rows([self.past, past])
         self.mask = np.concatenate([self.mask, mask])
-        self.rows.append(seq)
+        self.rows.extend(joining)
 
     def _remove(self, indices: list[int], cancelled: bool = True) -> None:
         if not indices:

@@ -109,7 +109,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     except BaseException:
         sock.close()
         raise
-    engine = Engine(model, int(step.max_batch_size))
+    engine = Engine(model, int(step.max_batch_size), int(step.max_prefill_tokens))
     limits = Limits(
         max_tokens=int(step.max_tokens),
         max_prompt_tokens=min(int(step.max_prompt_tokens or model.positions), model.positions - 1),

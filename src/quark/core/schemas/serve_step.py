@@ -28,6 +28,9 @@ class ServeStepSchema:
     api_key: str | None = None
     # sequences decoded together in one forward pass; more wait for a free slot
     max_batch_size: int = ranged(16, ge=1)
+    # prompts arriving together are prefilled in one forward pass of at most this many
+    # (left-padded) tokens; a longer prompt is prefilled alone
+    max_prefill_tokens: int = ranged(2048, ge=1)
     # requests waiting for a slot before new ones are turned away (503)
     max_waiting: int = ranged(256, ge=1)
     # the most completion tokens one request may ask for
