@@ -201,6 +201,12 @@ def test_ddp_on_two_cpu_processes_matches_one_process_with_the_same_global_batch
     assert ddp["status"] == "completed" and len(list(Path(ddp["run_dir"]).parent.iterdir())) == 2
     a = weights(Path(single["run_dir"]) / "checkpoints" / "last.ckpt")
     b = weights(Path(ddp["run_dir"]) / "checkpoints" / "last.ckpt")
+    # The same arithmetic in another order (two half-batch gradients averaged by all-reduce
+    # against one batch's): rounding differences of 1e-7, which six Adam steps at lr 1e-2
+    # magnify (it divides by sqrt(v): near-zero gradients) to up to 2e-5 of a tensor's norm,
+    # depending on the corpus (tmp_path is in its document ids). Other data moves every
+    # tensor by 1 % of its norm or more (one process on half the batch: 1.1 % and up).
     for name in a:
-        assert torch.allclose(a[name], b[name], atol=1e-5, rtol=1e-4), name
+        relative = float((a[name] - b[name]).norm() / b[name].norm())
+        assert relative < 1e-3, (name, relative)
     assert abs(single["metrics"]["val_loss"] - ddp["metrics"]["val_loss"]) < 1e-4
