@@ -287,7 +287,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         )
         if failures:
             print(f"error: {failures[0].message}", file=sys.stderr)  # the job's log says why
-            if terminated.seen:
+            if terminated.seen or _requeue_started():
                 # SLURM is ending the job (requeue, cancel, time limit) and the step failed of
                 # it (a rank gone, a closed connection): no result, or the submitting process
                 # would take it for the job's; it learns the end from SLURM, or the requeued
@@ -295,6 +295,13 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 raise SystemExit(1)
             result.return_value = failures[0]
         return result
+
+
+def _requeue_started() -> bool:
+    """Whether this process has begun ending for a requeue (quark.slurm.requeue.STARTED; that
+    module is imported only by a training step)."""
+    requeue = sys.modules.get("quark.slurm.requeue")
+    return bool(requeue is not None and requeue.STARTED.is_set())
 
 
 class _SigtermNoted:

@@ -37,6 +37,12 @@ from quark.core.run import Run, RunRequeued, now_iso
 
 log = logging.getLogger("quark.slurm")
 
+# Set once this process has saved its requeue checkpoint and is ending for the requeue: whatever
+# fails after that (a collective whose peer rank has already exited) is part of the ending, and
+# quark.slurm.launcher must not report it as the job's result: submitit's submitting process
+# takes any result file for the job's end, though SLURM runs the job again.
+STARTED = threading.Event()
+
 
 def slurm_environment() -> Any | None:
     """Lightning's SLURM cluster environment, without its signal-handler requeue, for a process
@@ -135,6 +141,7 @@ class SlurmRequeue(L.Callback):
         log.warning("saved %s at step %d; requeueing SLURM job %s", checkpoint, step, job)
         # exit status 0: srun runs with --kill-on-bad-exit, and rank 0 has yet to requeue
         ending = RunRequeued(0)
+        STARTED.set()
         if trainer.global_rank != 0:
             raise ending  # submitit requeues from rank 0
         try:
