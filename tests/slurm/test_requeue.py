@@ -107,7 +107,9 @@ def test_a_requeued_training_job_resumes_in_its_run_directory_to_the_same_weight
     resumed = Path(manifest["resumed_from"])
     assert resumed.parent == job_dir / "checkpoints" and resumed != saved
     log = (job_dir.parent / ".submitit" / job_id / f"{job_id}_0_log.out").read_text()
-    assert log.count("Starting with JobEnvironment") == 3 and "Requeued job" in log
+    # three starts; not submitit's "Requeued job" line: `scontrol requeue` ends the step, and
+    # SLURM may kill rank 0 before submitit logs that the call returned
+    assert log.count("Starting with JobEnvironment") == 3
     assert (job_dir / "launch_rank_1.log").is_file()  # rank 1 joined rank 0's directory
     assert "completed" in stdout
 
