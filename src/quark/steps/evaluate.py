@@ -30,7 +30,13 @@ from quark.eval.harness import ARITHMETIC
 from quark.eval.pairs import ALLOWED as PAIRS_ALLOWED
 from quark.eval.pairs import KEY as PAIRS_KEY
 from quark.eval.pairs import holds_split, questions_dir
-from quark.steps.optimize import check_data, data_run_dir, model_config, model_source
+from quark.steps.optimize import (
+    check_data,
+    check_seq_len,
+    data_run_dir,
+    model_config,
+    model_source,
+)
 
 HEADLINE = ("exact_match", "perplexity")
 
@@ -67,13 +73,7 @@ def inputs(cfg: DictConfig) -> list[Path]:
     found = [source]
     if "perplexity" in tasks:
         config = model_config(model.directory)
-        positions = int(config.get("max_position_embeddings") or cfg.step.seq_len)
-        if int(cfg.step.seq_len) > positions:
-            raise ConfigError(
-                "step.seq_len",
-                f"{cfg.step.seq_len} exceeds the model's {positions} positions",
-                f"allowed: <= {positions}",
-            )
+        check_seq_len(cfg, config)
         data_dir = data_run_dir(cfg)
         check_data(data_dir, model.directory, config)
         found.append(data_dir)

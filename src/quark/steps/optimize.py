@@ -67,6 +67,17 @@ def model_dir(source: Path) -> Path:
     return run_model_dir(source, "step.model_dir", MODEL_DIR_ALLOWED)
 
 
+def check_seq_len(cfg: DictConfig, config: dict[str, Any]) -> None:
+    """step.seq_len (the validation windows) must fit the model's positions."""
+    positions = int(config.get("max_position_embeddings") or cfg.step.seq_len)
+    if int(cfg.step.seq_len) > positions:
+        raise ConfigError(
+            "step.seq_len",
+            f"{cfg.step.seq_len} exceeds the model's {positions} positions",
+            f"allowed: <= {positions}",
+        )
+
+
 def model_config(directory: Path) -> dict[str, Any]:
     try:
         config = json.loads((directory / "config.json").read_text())
@@ -176,13 +187,7 @@ def inputs(cfg: DictConfig) -> list[Path]:
     source = model_source(cfg)
     directory = model_dir(source)
     config = model_config(directory)
-    positions = int(config.get("max_position_embeddings") or cfg.step.seq_len)
-    if int(cfg.step.seq_len) > positions:
-        raise ConfigError(
-            "step.seq_len",
-            f"{cfg.step.seq_len} exceeds the model's {positions} positions",
-            f"allowed: <= {positions}",
-        )
+    check_seq_len(cfg, config)
     format_module(str(cfg.export.name)).check(directory, config, str(cfg.export.precision))
     data_dir = data_run_dir(cfg)
     check_data(data_dir, directory, config)
