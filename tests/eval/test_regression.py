@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from quark.core.errors import ConfigError
-from quark.eval.regression import Baseline, compare, direction, parse_tolerance, read_baseline
+from quark.core.schemas.tolerance import parse_tolerance
+from quark.eval.regression import Baseline, compare, direction, read_baseline
 
 
 def test_the_better_side_comes_from_the_name_unless_configured() -> None:

@@ -7,7 +7,8 @@ import base64
 import re
 from pathlib import Path
 
-from quark.eval.regression import Comparison, Tolerance
+from quark.core.schemas.tolerance import Tolerance
+from quark.eval.regression import Comparison
 from quark.eval.report import Report, baseline_bars, loss_curves, write_html
 
 LOG = """epoch,step,train/loss,val/loss,val/ppl

@@ -9,8 +9,8 @@ by the run and the baseline whose better direction is known is compared:
     otherwise          what step.regression.directions says, or not compared (counts such as
                        exact_match_samples or val_tokens, times)
 
-A tolerance is how much worse a metric may get: a number (in the metric's units) or a
-percentage of the baseline's value ("5%"); 0 allows no worsening at all.
+A tolerance (quark.core.schemas.tolerance) is how much worse a metric may get: a number (in the
+metric's units) or a percentage of the baseline's value ("5%"); 0 allows no worsening at all.
 """
 
 from __future__ import annotations
@@ -23,43 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from quark.core.errors import ConfigError
+from quark.core.schemas.tolerance import Tolerance, parse_tolerance
 
 BASELINE_KEY = "step.regression.baseline"
 BASELINE_ALLOWED = "give a run directory, or a YAML or JSON file of metric: number"
-TOLERANCE_ALLOWED = "allowed: a number >= 0 (absolute) or a percentage of the baseline, e.g. 5%"
-DIRECTIONS = ("lower", "higher")
 LOWER_IS_BETTER = re.compile(r"perplexity|ppl|loss")
 HIGHER_IS_BETTER = re.compile(r"accuracy|(^|[/_])acc($|[/_,])|exact_match|f1|bleu|rouge")
 # how much was measured, not how well: exact_match_samples, val_tokens, train_seconds
 COUNTS = re.compile(r"_(samples|tokens|count|seconds|s)$")
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How much worse a metric may get than its baseline: `amount` in the metric's units, or
-    `amount` percent of the baseline's value."""
-
-    amount: float
-    relative: bool = False
-
-    def allowed(self, baseline: float) -> float:
-        return self.amount * abs(baseline) / 100.0 if self.relative else self.amount
-
-    def __str__(self) -> str:
-        return f"{self.amount:g}%" if self.relative else f"{self.amount:g}"
-
-
-def parse_tolerance(key: str, value: Any) -> Tolerance:
-    """A tolerance from config: a number >= 0, or a string like "5%"."""
-    text = str(value).strip()
-    relative = text.endswith("%")
-    try:
-        amount = float(text[:-1] if relative else text)
-    except ValueError:
-        amount = math.nan
-    if isinstance(value, bool) or not math.isfinite(amount) or amount < 0:
-        raise ConfigError(key, f"'{value}' is not a tolerance", TOLERANCE_ALLOWED)
-    return Tolerance(amount, relative)
 
 
 def direction(metric: str, given: dict[str, str]) -> str | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from quark.core.errors import ConfigError
 from quark.core.schemas.fields import pattern, ranged
+from quark.core.schemas.tolerance import DIRECTIONS, parse_tolerance
 
 # what step.tasks may name: Quark's own measurements (lm-eval's tasks are in step.lm_eval)
 TASKS = ("perplexity", "exact_match")
@@ -80,8 +81,6 @@ class EvaluateStepSchema:
     threads: int | None = ranged(None, ge=1)
 
     def check(self) -> None:
-        from quark.eval.regression import DIRECTIONS, parse_tolerance
-
         for index, task in enumerate(self.tasks or []):
             if task not in TASKS:
                 raise ConfigError(
