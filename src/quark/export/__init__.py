@@ -24,12 +24,7 @@ import shutil
 from pathlib import Path
 from types import ModuleType
 
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-)
+from quark.models.hf import TOKENIZER_FILES
 
 
 def format_module(name: str) -> ModuleType:

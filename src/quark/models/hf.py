@@ -19,31 +19,14 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-
-
-def holds_weights(directory: Path) -> bool:
-    """Whether `directory` has a config.json and weights: a model transformers can load."""
-    return (directory / "config.json").is_file() and any(
-        (directory / name).is_file() for name in WEIGHT_FILES
-    )
-
-
-def run_model_dir(source: Path, key: str, allowed: str) -> Path:
-    """The Hugging Face model directory of `source`: a run's hf/ export, or `source` itself;
-    anything else is a ConfigError on `key` (finetune's init_from, optimize's model_dir)."""
-    from quark.core.run import MANIFEST, read_manifest
-
-    if not source.exists():
-        raise ConfigError(key, f"{source} does not exist", allowed)
-    directory = source
-    if (source / MANIFEST).is_file():
-        directory = source / "hf"
-        if not directory.is_dir():
-            step = read_manifest(source).get("step")
-            raise ConfigError(key, f"{source} is a {step} run with no hf/ model", allowed)
-    if not holds_weights(directory):
-        raise ConfigError(key, f"{source} is not a model (no config.json and weights)", allowed)
-    return directory
+# the files of a Hugging Face tokenizer saved with a model, any of which a model directory may
+# have; copied with the model wherever it goes
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
 
 
 def hub_offline() -> bool:
@@ -53,7 +36,6 @@ def hub_offline() -> bool:
 
 def load_causal_lm(name_or_path: str, trust_remote_code: bool = False, **_: Any) -> PreTrainedModel:
     """`AutoModelForCausalLM.from_pretrained`, local files only while offline."""
-    from pathlib import Path
 
     from transformers import AutoModelForCausalLM
 
@@ -69,3 +51,11 @@ def load_causal_lm(name_or_path: str, trust_remote_code: bool = False, **_: Any)
         trust_remote_code=trust_remote_code,
         local_files_only=hub_offline(),
     )
+
+
+def check_seq_len(seq_len: int, positions: int, key: str = "step.seq_len") -> None:
+    """A sequence of `seq_len` tokens must fit the model's `positions`."""
+    if seq_len > positions:
+        raise ConfigError(
+            key, f"{seq_len} exceeds the model's {positions} positions", f"allowed: <= {positions}"
+        )

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from quark.core.errors import QuarkError, StepFailed
+from quark.models.hf import TOKENIZER_FILES
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 # fp32 save and reload is exact on CPU; anything above this is a broken export, not rounding
 MAX_LOGIT_DIFFERENCE = 1e-4
 # How far the export's validation loss (fp32, one process) may be from the trained model's

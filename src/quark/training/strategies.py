@@ -22,15 +22,8 @@ from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, ModelPa
 from omegaconf import DictConfig, OmegaConf
 
 from quark.core.errors import ConfigError
+from quark.core.schemas.trainer import STRATEGIES
 
-BUILT_STRATEGIES = (
-    "single",
-    "ddp",
-    "fsdp",
-    "deepspeed_zero1",
-    "deepspeed_zero2",
-    "deepspeed_zero3",
-)
 # torch's FSDP2 mixed precision has no fp16 loss scaling; Lightning's ModelParallelStrategy allows these
 FSDP_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
 # DeepSpeed config keys that restate a Quark key: each must agree with it, or be left out
@@ -51,11 +44,11 @@ def check_layout(cfg: DictConfig) -> None:
         # DeepSpeed picks its accelerator once, on import, which transformers' save_pretrained
         # and from_pretrained do through accelerate; Lightning's ranks inherit the variable
         os.environ["DS_ACCELERATOR"] = "cpu"
-    if strategy not in BUILT_STRATEGIES:
+    if strategy not in STRATEGIES:
         raise ConfigError(
             "trainer.strategy",
             f"'{strategy}' is not built for training",
-            f"allowed: {', '.join(BUILT_STRATEGIES)}",
+            f"allowed: {', '.join(STRATEGIES)}",
         )
     if layout.accelerator == "gpu":
         import torch

@@ -8,6 +8,7 @@ from typing import Any
 from quark.core.errors import ConfigError
 from quark.core.schemas.fields import choice, ranged
 
+# the strategies quark.training.strategies builds; its check_layout refuses any other
 STRATEGIES = (
     "single",
     "ddp",
