@@ -4,7 +4,6 @@ run reads them in (sharded by rank, resumed at the next unseen sample)."""
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,20 +11,18 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from quark.core.errors import ConfigError, QuarkError
+from quark.core.errors import ConfigError
+from quark.data.pairs import Pair, render_prompts
 from quark.data.tokenizer import save_hf_tokenizer, train_tokenizer
 from quark.training.sft import (
     IGNORE,
     Example,
-    Pair,
     SFTDataModule,
     check_lengths,
     collate,
     encode_pairs,
     load_chat_tokenizer,
     pack,
-    read_pairs,
-    render_prompts,
 )
 
 from ..conftest import CONF
@@ -110,19 +107,6 @@ def test_an_example_longer_than_seq_len_is_refused_never_cut(tokenizer: Any) -> 
     assert str(error.value) == (
         f"step.seq_len: {longest - 1} is shorter than example 2 of train.jsonl ({longest} tokens); "
         f"allowed: >= {longest}"
-    )
-
-
-def test_records_without_prompt_and_response_are_refused(tmp_path: Path) -> None:
-    path = tmp_path / "train.jsonl"
-    path.write_text(json.dumps({"prompt": "a", "response": "b", "id": 1}) + "\n")
-    assert read_pairs(path) == [Pair("a", "b")]
-    path.write_text(json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"}) + "\n")
-    with pytest.raises(QuarkError) as error:
-        read_pairs(path)
-    assert str(error.value) == (
-        f"{path}: line 1 has no string 'prompt' and 'response' fields (it has: prompt, chosen, "
-        "rejected); supervised fine-tuning needs prompt/response records"
     )
 
 

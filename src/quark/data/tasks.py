@@ -6,14 +6,12 @@ ground truth (`answer`), so accuracy and rewards are checked exactly.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from quark.core.errors import ConfigError, QuarkError
+from quark.core.errors import ConfigError
 
 OPERATORS = ("+", "-", "*")
 
@@ -135,38 +133,3 @@ def preference_records(expressions_: list[str], seed: int) -> Iterator[dict[str,
             "answer": answer,
             "expression": expression,
         }
-
-
-def read_prompt_responses(
-    path: Path, key: str, allowed: str, purpose: str, count: int | None = None
-) -> list[tuple[str, str]]:
-    """The (prompt, response) records of a JSONL file, the first `count` of them when given
-    (other fields are ignored). A missing file is a ConfigError on `key`; a malformed record
-    names its line and what `purpose` (e.g. "supervised fine-tuning") needs."""
-    if not path.is_file():
-        raise ConfigError(key, f"{path.parent} has no {path.name}", allowed)
-    pairs: list[tuple[str, str]] = []
-    with open(path) as lines:
-        for number, line in enumerate(lines, start=1):
-            if len(pairs) == count:
-                break
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise QuarkError(f"{path}: line {number} is not JSON") from None
-            if not (
-                isinstance(record, dict)
-                and isinstance(record.get("prompt"), str)
-                and isinstance(record.get("response"), str)
-            ):
-                fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-                raise QuarkError(
-                    f"{path}: line {number} has no string 'prompt' and 'response' fields "
-                    f"(it has: {fields}); {purpose} needs prompt/response records"
-                )
-            pairs.append((record["prompt"], record["response"]))
-    if not pairs:
-        raise QuarkError(f"{path}: no records; {purpose} needs prompt/response records")
-    return pairs

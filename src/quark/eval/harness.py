@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from quark.core.errors import ConfigError
+from quark.data.pairs import Pair
 
 TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"
 ARITHMETIC = "quark_arithmetic"
@@ -91,17 +92,16 @@ def load_tasks(manager: Any, names: Sequence[str]) -> None:
             ) from None
 
 
-def write_arithmetic_set(
-    path: Path, pairs: Sequence[tuple[str, str]], stop_text: str, chat: bool
-) -> None:
+def write_arithmetic_set(path: Path, pairs: Sequence[Pair], stop_text: str, chat: bool) -> None:
     """The quark_arithmetic questions: each prompt, and as target the answer the model should
     continue with (after a chat template's generation prompt: the answer and the end-of-message
     text; after a plain prompt: a space and the answer)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as out:
-        for prompt, response in pairs:
-            target = response + stop_text if chat else " " + response
-            out.write(json.dumps({"prompt": prompt, "response": response, "target": target}))
+        for pair in pairs:
+            target = pair.response + stop_text if chat else " " + pair.response
+            record = {"prompt": pair.prompt, "response": pair.response, "target": target}
+            out.write(json.dumps(record))
             out.write("\n")
 
 

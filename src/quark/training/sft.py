@@ -19,16 +19,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from quark.core.errors import ConfigError
-from quark.data.tasks import read_prompt_responses
+from quark.data.pairs import Pair, messages, render_prompts
 from quark.training.shards import training_sampler
 
 IGNORE = -100  # label where no loss is taken (CausalLMModule.loss)
-
-
-@dataclass(frozen=True)
-class Pair:
-    prompt: str
-    response: str
 
 
 @dataclass(frozen=True)
@@ -37,31 +31,6 @@ class Example:
 
     input_ids: list[int]
     labels: list[int]
-
-
-def read_pairs(path: Path) -> list[Pair]:
-    """The {prompt, response} records of a jsonl file (other fields are ignored)."""
-    allowed = (
-        "give a data run of data=arithmetic_sft, or a directory holding train.jsonl and "
-        "val.jsonl with prompt and response fields"
-    )
-    records = read_prompt_responses(path, "step.data_dir", allowed, "supervised fine-tuning")
-    return [Pair(prompt, response) for prompt, response in records]
-
-
-def messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
-    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return [*system, {"role": "user", "content": prompt}]
-
-
-def render_prompts(tokenizer: Any, pairs: Sequence[Pair], system_prompt: str | None) -> list[str]:
-    """Each pair's conversation up to where the assistant's answer starts, as text."""
-    return [
-        tokenizer.apply_chat_template(
-            messages(p.prompt, system_prompt), add_generation_prompt=True, tokenize=False
-        )
-        for p in pairs
-    ]
 
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[Pair], system_prompt: str | None) -> list[Example]:

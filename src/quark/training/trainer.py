@@ -1,15 +1,18 @@
-"""The Lightning Trainer a training step runs: layout, precision, schedule, loggers, callbacks.
+"""The Lightning Trainer a training step runs: layout, precision, schedule, loggers, callbacks;
+and the fit it runs, from resuming to the final validation.
 
-Pretrain and finetune share it, so both read `step.max_steps`, `step.val_every_n_steps`,
-`step.checkpoint_every_n_steps`, `step.grad_clip` and the `trainer` and `logger` groups the
-same way.
+Pretrain and finetune share both, so both read `step.max_steps`, `step.val_every_n_steps`,
+`step.checkpoint_every_n_steps`, `step.grad_clip`, `step.resume` and the `trainer` and `logger`
+groups the same way, and leave the same checkpoints/last.ckpt.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from quark.core.run import Run
 from quark.slurm.requeue import SlurmRequeue, slurm_environment
 from quark.training.guards import DivergenceGuard
 from quark.training.relaunch import relaunch_jobs_not_command_lines
+from quark.training.resume import resume_checkpoint, resume_key
 from quark.training.strategies import build_strategy
 from quark.training.throughput import ThroughputLogger, peak_flops
 
@@ -88,6 +92,56 @@ def build_trainer(
         deterministic=True,
         default_root_dir=str(run.dir),
     )
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What a finished fit leaves: the trainer (its global step, strategy and rank), the last
+    checkpoint, the last logged training loss, the final validation metrics and the seconds
+    `Trainer.fit` took."""
+
+    trainer: L.Trainer
+    last_checkpoint: Path
+    train_loss: float
+    validation: Mapping[str, float]
+    seconds: float
+
+
+def fit(
+    cfg: DictConfig,
+    run: Run,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    *,
+    tokens_per_sample: int,
+    flops_per_token: float | None = None,
+    callbacks: Sequence[L.Callback] = (),
+) -> Fitted:
+    """Train `module` on `datamodule` with `build_trainer`'s Trainer, from the checkpoint
+    `step.resume` names (recorded in `run` as resumed_from, with the resume key), then save
+    checkpoints/last.ckpt and validate once more.
+
+    Every rank returns, after the final validation; the caller lets rank 0 alone export and
+    record (`Fitted.trainer.is_global_zero`).
+    """
+    trainer = build_trainer(
+        cfg,
+        run,
+        tokens_per_sample=tokens_per_sample,
+        flops_per_token=flops_per_token,
+        callbacks=callbacks,
+    )
+    resume_from = resume_checkpoint(cfg, run)
+    # resume=auto finds an interrupted run of this config by this key
+    run.update(resume_key=resume_key(cfg), resumed_from=str(resume_from) if resume_from else None)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    seconds = time.perf_counter() - started
+    last = run.dir / "checkpoints" / "last.ckpt"
+    trainer.save_checkpoint(str(last))
+    train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
+    validation = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    return Fitted(trainer, last, train_loss, validation, seconds)
 
 
 def quiet_libraries() -> None:
