@@ -130,9 +130,10 @@ def main() -> None:
     from quark.export.gguf_runtime import LlamaCppDecoder
     from quark.export.onnx import OnnxDecoder
     from quark.export.validation import validation_windows
-    from quark.steps.optimize import model_dir
+    from quark.lineage.models import locate_model
+    from quark.steps.optimize import MODEL_DIR_ALLOWED
 
-    directory = model_dir(model_source)
+    directory = locate_model(model_source, "--model-dir", MODEL_DIR_ALLOWED).directory
     source = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     runtimes: dict[str, Decoder] = {"torch fp32 eager": TorchDecoder(source)}
     for runtime, (name, precision) in exports.items():

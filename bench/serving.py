@@ -135,7 +135,8 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from quark.steps.serve import served_dir
+    from quark.lineage.models import locate_model
+    from quark.steps.serve import MODEL_DIR_ALLOWED, SERVED_EXPORTS
 
     torch.set_num_threads(args.threads)
     outputs = args.outputs or Path(tempfile.mkdtemp(prefix="quark_bench_"))
@@ -152,7 +153,9 @@ def main() -> None:
             f"step.checkpoint_every_n_steps={args.steps}", "trainer.micro_batch_size=8",
         )  # fmt: skip
         model_source = Path(pretrain["run_dir"])
-    directory = served_dir(model_source)
+    directory = locate_model(
+        model_source, "--model-dir", MODEL_DIR_ALLOWED, SERVED_EXPORTS
+    ).directory
     tokenizer = AutoTokenizer.from_pretrained(directory, padding_side="left")
     texts = prompts(tokenizer, max(CONCURRENCY) * args.requests, args.prompt_tokens)
 

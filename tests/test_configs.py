@@ -9,9 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from quark.core.resolvers import register_resolvers
 from quark.core.schemas import validate
-from quark.steps import available_steps
+from quark.core.step_registry import step_names
+from quark.resolvers import register_resolvers
 
 from .conftest import CONF, MISTRAL_7B_SIZES
 
@@ -45,6 +45,7 @@ REQUIRED = {
         (g, o)
         for g in (
             "step",
+            "data",
             "model",
             "trainer",
             "logger",
@@ -64,12 +65,12 @@ def test_every_option_composes_and_validates(group: str, option: str, hf_model_d
     validate(cfg)
     if group == "pipeline":
         assert cfg.pipeline.stages, "a pipeline without stages"
-    if group == "step":
-        assert cfg.step.name == option
+    if group in ("step", "data"):
+        assert cfg[group].name == option
 
 
 def test_step_group_matches_the_built_steps() -> None:
-    assert options("step") == sorted(available_steps())
+    assert options("step") == sorted(step_names())
 
 
 def test_validate_writes_typed_values_back() -> None:

@@ -4,6 +4,7 @@ run directory records the failure."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -53,25 +54,38 @@ def test_bad_input_is_one_line_and_exit_2(
 
 
 def test_quark_debug_adds_the_traceback(launch: LaunchFn) -> None:
-    done = launch("trainer.devices=0", env={"QUARK_DEBUG": "1"})
+    done = launch("step=pretrain", "trainer.devices=0", env={"QUARK_DEBUG": "1"})
     assert done.returncode == 2
     assert "Traceback" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: trainer.devices")
 
 
 def test_a_config_error_is_recorded_as_a_failed_run(launch: LaunchFn, outputs: Path) -> None:
-    assert launch("trainer.devices=0").returncode == 2
+    assert launch("step=pretrain", "trainer.devices=0").returncode == 2
     [manifest] = manifests(outputs)
     assert manifest["status"] == "failed"
     assert "trainer.devices" in manifest["error"]["message"]
-    assert manifest["overrides"] == ["trainer.devices=0"]
+    assert manifest["overrides"] == ["step=pretrain", "trainer.devices=0"]
+
+
+def test_a_config_error_in_the_default_pipeline_names_the_stage_and_runs_nothing(
+    launch: LaunchFn, outputs: Path
+) -> None:
+    done = launch("trainer.devices=0")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: pipeline default, stage 1 (data): trainer.devices: 0 is out of range; allowed: >= 1"
+    )
+    assert manifests(outputs) == []
+    [record] = (outputs / "demo" / "pipeline" / "default").glob("*/pipeline.json")
+    assert json.loads(record.read_text())["status"] == "failed"
 
 
 def test_the_embedded_default_prepares_data_then_pretrains(
     launch: LaunchFn, outputs: Path, tmp_path: Path
 ) -> None:
-    # No step chosen: pretrain, which first prepares the data group's corpus when the
-    # experiment has none. A small corpus and model keep it short; `make demo` runs the real one.
+    # No step chosen: pipeline=default (conf/pipeline/default.yaml), data then pretrain. A
+    # small corpus and model keep it short; `make demo` runs the real one.
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(20):
@@ -97,11 +111,28 @@ def test_the_embedded_default_prepares_data_then_pretrains(
     assert (data["step"], data["status"]) == ("data", "completed")
     assert (pretrain["step"], pretrain["status"]) == ("pretrain", "completed")
     assert pretrain["inputs"][0]["path"] == data["run_dir"]
-    assert "preparing data=text_files first" in done.stdout
+    assert "Pipeline default" in done.stdout
     assert "hf export" in done.stdout
-    # a second launch finds the prepared data and does not prepare it again
-    launch(*small, check=True)
-    assert [m["step"] for m in manifests(outputs)] == ["data", "pretrain", "pretrain"]
+    # a second launch reuses the data run; a new pretrain config trains on it
+    again = launch(*small, "step.max_steps=4", check=True)
+    assert "stage 1 (data): reused" in again.stderr + again.stdout
+    runs = manifests(outputs)
+    assert [m["step"] for m in runs] == ["data", "pretrain", "pretrain"]
+    assert runs[2]["inputs"][0]["path"] == data["run_dir"]
+    assert runs[2]["inputs"][0]["role"] == "data"
+
+
+def test_pretrain_without_a_data_run_says_how_to_make_one_and_prepares_nothing(
+    launch: LaunchFn, outputs: Path
+) -> None:
+    done = launch("step=pretrain")
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        "error: step.data_dir: no completed data run with token shards in experiment 'demo'"
+    )
+    assert "python launch.py step=data" in done.stderr
+    assert [m["status"] for m in manifests(outputs)] == ["failed"]
+    assert not (outputs / "demo" / "data").exists()
 
 
 def test_two_launches_in_one_second_get_their_own_run_directories(

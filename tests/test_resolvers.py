@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from quark.core.errors import bad_input_message
-from quark.core.resolvers import register_resolvers, unique_run_dir
 from quark.core.run import Run
+from quark.resolvers import register_resolvers, unique_run_dir
 
 register_resolvers()
 

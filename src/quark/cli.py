@@ -1,5 +1,6 @@
 """The `quark` command: `quark runs` lists what ran, where, how it ended, and its key metrics;
-`quark convert` turns a training checkpoint of any strategy into a Hugging Face directory."""
+`quark lineage RUN` shows what a run came from, every input re-verified; `quark convert` turns
+a training checkpoint of any strategy into a Hugging Face directory."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import traceback
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from quark.core.errors import QuarkError, debug_enabled, report
 
@@ -35,6 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--limit", "-n", type=int, default=50, help="newest N runs (default 50; 0 for all)"
     )
     runs.add_argument("--json", action="store_true", help="print JSON for scripts")
+    lineage = commands.add_parser(
+        "lineage",
+        help="the ancestry of a run: every input, its inputs, ..., each re-verified by sha256",
+    )
+    lineage.add_argument("run", type=Path, help="a run directory (holding manifest.json)")
+    lineage.add_argument("--json", action="store_true", help="print JSON for scripts")
     convert = commands.add_parser(
         "convert",
         help="write a checkpoint (one process, DDP, FSDP2 or DeepSpeed) as a Hugging Face directory",
@@ -48,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        return list_runs(args) if args.command == "runs" else convert_checkpoint(args)
+        commands_run = {"runs": list_runs, "lineage": show_lineage, "convert": convert_checkpoint}
+        return commands_run[args.command](args)
     except Exception as exc:
         if debug_enabled():
             traceback.print_exc()
@@ -85,6 +94,23 @@ def list_runs(args: argparse.Namespace) -> int:
         return 0
     _print_table(rows)
     return 0
+
+
+def show_lineage(args: argparse.Namespace) -> int:
+    """Print the ancestry tree of a run; exit 1 when any input changed since it was read."""
+    from quark.core.run import MANIFEST
+    from quark.lineage.ancestry import lineage
+
+    if not (args.run / MANIFEST).is_file():
+        raise QuarkError(f"{args.run}: not a Quark run directory (no {MANIFEST})")
+    tree = lineage(args.run)
+    changed = tree.changed()
+    if args.json:
+        json.dump(tree.to_json(), sys.stdout, indent=2)
+        print()
+    else:
+        _print_lineage(tree, changed)
+    return 1 if changed else 0
 
 
 def convert_checkpoint(args: argparse.Namespace) -> int:
@@ -134,6 +160,60 @@ def _print_table(rows: list[dict]) -> None:
             _relative(row["path"]),
         )
     console.print(table)
+
+
+def _print_lineage(tree: Any, changed: list[Any]) -> None:
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    from quark.core.console import wide_console
+
+    checks = {
+        "unchanged": "[green]verified[/]",
+        "changed": "[red]CHANGED[/]",
+        "missing": "[red]MISSING[/]",
+    }
+
+    def label(node: Any, parent: Any = None) -> str:
+        head = f"[bold]{node.step}[/] " if node.step else f"[bold]{node.kind}[/] "
+        parts = [head + escape(_relative(node.path))]
+        if node.role:
+            parts.append(f"as {node.role}")
+        if node.status:
+            parts.append(node.status)
+        if node.check:
+            parts.append(checks.get(node.check, node.check))
+        if node.config_hash:
+            parts.append(f"config {node.config_hash[:12]}")
+        if node.recorded_sha256:
+            parts.append(f"sha256 {node.recorded_sha256[:12]}")
+        lines = ["  ".join(parts)]
+        # versions and commit where they differ from the run that read this one
+        inherited = parent.versions if parent is not None else {}
+        versions = ", ".join(
+            f"{k} {v}" for k, v in node.versions.items() if v and inherited.get(k) != v
+        )
+        if versions:
+            lines.append(f"[dim]{escape(versions)}[/]")
+        same_git = parent is not None and parent.git == node.git
+        if node.git and node.git.get("commit") and not same_git:
+            dirty = " (uncommitted changes)" if node.git.get("dirty") else ""
+            lines.append(f"[dim]git {node.git['commit'][:12]}{dirty}[/]")
+        return "\n".join(lines)
+
+    def grow(branch: Any, node: Any) -> None:
+        for child in node.inputs:
+            grow(branch.add(label(child, node)), child)
+
+    root = Tree(label(tree))
+    grow(root, tree)
+    console = wide_console()
+    console.print(root)
+    if changed:
+        console.print(
+            f"[red]{len(changed)} input(s) changed or missing since they were read:[/] "
+            + ", ".join(escape(_relative(node.path)) for node in changed)
+        )
 
 
 def _metrics(metrics: dict[str, float], limit: int = 3) -> str:

@@ -51,12 +51,18 @@ def main(cfg: DictConfig) -> dict[str, float]:
     return run_step(cfg, run_dir, overrides)
 
 
-def step_inputs(cfg: DictConfig) -> list[dict[str, Any]]:
-    """The verified, hashed inputs the configured step declares."""
+def resolve_inputs(cfg: DictConfig) -> tuple[Any, list[dict[str, Any]]]:
+    """The configured step's inputs, resolved once by its `inputs(cfg)` (and handed to its
+    `run`), and their records for the manifest: each verified and hashed, with its role."""
     step = load_step(str(cfg.step.name))
     declare = getattr(step, "inputs", None)
-    declared: list[Path | dict[str, Any]] = declare(cfg) if declare else []
-    return [item if isinstance(item, dict) else describe_input(item) for item in declared]
+    resolved = declare(cfg) if declare else None
+    recorded = resolved.recorded() if resolved is not None else {}
+    records = [
+        {"role": role, **(item if isinstance(item, dict) else describe_input(item))}
+        for role, item in recorded.items()
+    ]
+    return resolved, records
 
 
 # What Lightning's launcher puts in os.environ for a distributed job. A sweep or a pipeline runs
@@ -84,35 +90,40 @@ def distributed_job() -> Iterator[None]:
 
 
 def run_step(
-    cfg: DictConfig, run_dir: Path, overrides: list[str], reuse_completed: bool = False
+    cfg: DictConfig,
+    run_dir: Path,
+    overrides: list[str],
+    reuse_completed: bool = False,
+    resolved: tuple[Any, list[dict[str, Any]]] | None = None,
 ) -> dict[str, float]:
     """Open a Run in `run_dir`, run the step in it, and close it as completed or failed.
 
     With `reuse_completed`, a completed run of the same config and inputs is taken instead:
     `run_dir` records it as `reused`, pointing at it, and its metrics are returned.
+    `resolved`: what resolve_inputs(cfg) returned already (a pipeline stage's reuse check).
     """
     step = load_step(str(cfg.step.name))
     try:
-        inputs = step_inputs(cfg)
+        inputs, records = resolved if resolved is not None else resolve_inputs(cfg)
     except Exception as exc:
         record_failure(run_dir, cfg, overrides, exc)
         raise
     if reuse_completed and process_rank() == 0:
         from quark.core.runs import reusable_run
 
-        earlier = reusable_run(cfg, inputs)
+        earlier = reusable_run(cfg, records)
         if earlier is not None:
             log.info("%s: reused %s (same config and inputs)", cfg.step.name, earlier)
             return record_reuse(run_dir, cfg, overrides, earlier)
     if process_rank() != 0:
         # an extra process of a distributed run, in rank 0's run directory: train, record nothing
         with distributed_job():
-            return step.run(cfg, Run.follower(run_dir, cfg))
-    run = Run.open(run_dir, cfg, inputs=inputs, overrides=overrides)
+            return step.run(cfg, Run.follower(run_dir, cfg), inputs)
+    run = Run.open(run_dir, cfg, inputs=records, overrides=overrides)
     log.info("%s: run directory %s", cfg.step.name, run.dir)
     try:
         with distributed_job():
-            metrics = step.run(cfg, run)
+            metrics = step.run(cfg, run, inputs)
         run.complete(metrics)
     except RunStopped as stopped:
         # stopped on purpose (an HPO trial its pruner cut short): not a failure

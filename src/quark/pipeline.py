@@ -16,12 +16,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from quark.core.errors import ConfigError, QuarkError, StepFailed
 from quark.core.files import write_json_atomic, write_text_atomic
-from quark.core.resolvers import unique_run_dir
 from quark.core.run import now_iso, process_rank
 from quark.core.runs import reusable_run
 from quark.core.schemas import validate
 from quark.core.schemas.pipeline import PipelineSchema
 from quark.core.schemas.validation import check_group
+from quark.resolvers import unique_run_dir
 
 log = logging.getLogger("quark.pipeline")
 # Set while a stage runs: its index, run directory and handed-over inputs, for the extra ranks
@@ -31,7 +31,7 @@ STAGE_VARIABLE = "QUARK_PIPELINE_STAGE"
 
 def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) -> dict[str, float]:
     """Run every stage of cfg.pipeline; return the last stage's metrics."""
-    from quark.launch import run_step, step_inputs
+    from quark.launch import resolve_inputs, run_step
 
     pipeline = OmegaConf.to_object(check_group("pipeline", cfg.pipeline, PipelineSchema))
     assert isinstance(pipeline, PipelineSchema)
@@ -58,7 +58,7 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
         overrides = _stage_overrides(pipeline, index, passed_on)
         try:
             stage_cfg = _compose_stage(config_name, overrides, handed)
-            inputs = step_inputs(stage_cfg)
+            resolved = resolve_inputs(stage_cfg)
         except QuarkError as exc:
             _stage_failed(record, manifest_path, index, stage.step, exc)
             raise QuarkError(f"{where}: {exc}") from exc
@@ -67,7 +67,7 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
             raise
 
         entry: dict[str, Any] = {"index": index, "step": stage.step, "overrides": overrides}
-        reusable = reusable_run(stage_cfg, inputs)
+        reusable = reusable_run(stage_cfg, resolved[1])
         if reusable is not None:
             log.info("%s: reused %s (same config and inputs)", where, reusable)
             entry.update(status="reused", run_dir=str(reusable))
@@ -83,7 +83,7 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
                 {"index": index, "run_dir": str(run_dir), "inputs": handed}
             )
             try:
-                metrics = run_step(stage_cfg, run_dir, overrides)
+                metrics = run_step(stage_cfg, run_dir, overrides, resolved=resolved)
             except Exception as exc:
                 _stage_failed(record, manifest_path, index, stage.step, exc, run_dir)
                 if isinstance(exc, QuarkError):
@@ -145,33 +145,6 @@ def _join_stage(
     return run_step(stage_cfg, Path(stage["run_dir"]), overrides)
 
 
-def run_prerequisite(step: str) -> Path:
-    """Run `step` now, in a run directory of its own, with the launch's command-line overrides
-    that apply to it; return that directory. For a step whose input does not exist yet
-    (`python launch.py` on a fresh checkout pretrains, so it first prepares data)."""
-    from hydra import compose
-    from hydra.core.hydra_config import HydraConfig
-
-    from quark.launch import run_step
-
-    hydra_cfg = HydraConfig.get()
-    passed_on = [
-        o
-        for o in hydra_cfg.overrides.task
-        if not o.lstrip("+~").startswith(("pipeline", "step=", "hydra."))
-    ]
-    overrides = [*_for_step(passed_on, step), f"step={step}"]
-    cfg = compose(config_name=hydra_cfg.job.config_name or "launch", overrides=overrides)
-    with open_dict(cfg):
-        cfg.pop("pipeline", None)
-    validate(cfg)
-    run_dir = unique_run_dir(Path(cfg.paths.output_dir) / cfg.experiment_name / step)
-    run_dir.mkdir(parents=True)
-    _write_hydra_files(run_dir, cfg, overrides)
-    run_step(cfg, run_dir, overrides)
-    return run_dir
-
-
 def _step_key(override: str) -> str | None:
     """`X` for a command-line override of `step.X...`, else None."""
     key = override.lstrip("+~").split("=", 1)[0]
@@ -186,7 +159,7 @@ def _for_step(overrides: list[str], step: str) -> list[str]:
     """
     import dataclasses
 
-    from quark.core.schemas import STEP_SCHEMAS
+    from quark.core.step_registry import STEP_SCHEMAS
 
     fields = {f.name for f in dataclasses.fields(STEP_SCHEMAS[step])}
     chosen = []

@@ -12,24 +12,19 @@ from quark.core.errors import QuarkError
 
 
 def latest_run(step: str, *, _root_: Any) -> str:
-    """The run directory handed over for `step` (pipelines), else its newest completed run.
+    """The run directory handed over for `step` (pipelines), else its newest completed run in
+    the same experiment under paths.output_dir (quark.lineage, as steps find their inputs);
+    none is an error."""
+    from quark.lineage.finding import find_run
 
-    The newest is searched in the same experiment under paths.output_dir; none is an error.
-    """
-    inputs = _root_.get("inputs") or {}
-    if inputs.get(step):
-        return str(inputs[step])
-    from quark.core.runs import latest_completed
-
-    output_dir = _root_.paths.output_dir
-    experiment = _root_.experiment_name
-    record = latest_completed(output_dir, experiment, step)
-    if record is None:
+    found = find_run(_root_, (step,))
+    if found is None:
         raise QuarkError(
-            f"${{quark.latest:{step}}}: no completed '{step}' run in experiment '{experiment}' "
-            f"under {output_dir}; run step={step} first, or give the run directory's path"
+            f"${{quark.latest:{step}}}: no completed '{step}' run in experiment "
+            f"'{_root_.experiment_name}' under {_root_.paths.output_dir}; run step={step} first, "
+            "or give the run directory's path"
         )
-    return str(record.path)
+    return str(found)
 
 
 # parent directory -> the run directory chosen for this process; Hydra may resolve

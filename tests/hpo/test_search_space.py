@@ -11,9 +11,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from quark.core.errors import ConfigError
-from quark.core.resolvers import register_resolvers
 from quark.hpo.search_space import command_line_space, override_value, parse_search_space
 from quark.hpo.sweeper import check_keys_exist
+from quark.resolvers import register_resolvers
 
 from ..conftest import CONF
 

@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from quark.core.resolvers import register_resolvers
+from quark.resolvers import register_resolvers
 
 from ..conftest import CONF
 

@@ -146,8 +146,8 @@ def test_defaults_take_the_newest_pretrain_run_and_the_newest_pair_run(
 ) -> None:
     from hydra import compose, initialize_config_dir
 
-    from quark.core.resolvers import register_resolvers
     from quark.core.schemas import validate
+    from quark.resolvers import register_resolvers
     from quark.steps.finetune import inputs
 
     register_resolvers()
@@ -156,7 +156,10 @@ def test_defaults_take_the_newest_pretrain_run_and_the_newest_pair_run(
             config_name="launch", overrides=["step=finetune", f"paths.output_dir={base.outputs}"]
         )
     validate(cfg)
-    assert inputs(cfg) == [base.pretrain, base.sft]  # the preference run is newer, not pairs
+    found = inputs(cfg)
+    # the preference run is newer, but holds no pairs
+    assert (found.model.source, found.pairs_dir) == (base.pretrain, base.sft)
+    assert found.model.directory == base.pretrain / "hf"
 
 
 @pytest.mark.slow
@@ -221,8 +224,10 @@ ALLOWED = (
 def test_bad_input_is_one_line_and_exit_2(base: SimpleNamespace, tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
+    from quark.data.pairs import read_pairs
     from quark.data.tokenizer import save_hf_tokenizer, train_tokenizer
-    from quark.training.sft import encode_pairs, load_chat_tokenizer, read_pairs
+    from quark.steps.finetune import SPLITS_ALLOWED
+    from quark.training.sft import encode_pairs, load_chat_tokenizer
 
     corrupt = tmp_path / "corrupt_run"
     shutil.copytree(base.pretrain, corrupt)
@@ -240,7 +245,13 @@ def test_bad_input_is_one_line_and_exit_2(base: SimpleNamespace, tmp_path: Path)
     save_hf_tokenizer(train_tokenizer((f"word{i} " * 3 for i in range(2000)), spec), big, spec, 64)
     step = OmegaConf.load(CONF / "step" / "finetune.yaml")
     tokenizer, _ = load_chat_tokenizer(base.pretrain / "hf", step.chat_template, step.stop_token)
-    pairs = encode_pairs(tokenizer, read_pairs(base.pairs / "train.jsonl"), None)
+    records = read_pairs(
+        base.pairs / "train.jsonl",
+        key="step.data_dir",
+        allowed=SPLITS_ALLOWED,
+        purpose="supervised fine-tuning",
+    )
+    pairs = encode_pairs(tokenizer, records, None)
     lengths = [len(e.input_ids) for e in pairs]
     longest = max(lengths)
     with_pairs = f"step.data_dir={base.pairs}"

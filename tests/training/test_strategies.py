@@ -14,8 +14,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from quark.core.errors import ConfigError
-from quark.core.resolvers import register_resolvers
 from quark.core.schemas import validate
+from quark.resolvers import register_resolvers
 from quark.training.checkpoints import consolidated_state_dict
 from quark.training.strategies import build_strategy, check_layout, deepspeed_config
 

@@ -89,9 +89,9 @@ def reusable_run(cfg: Any, inputs: list[dict[str, Any]]) -> Path | None:
     """The newest completed run of this step and experiment with the same config hash and
     input hashes: what a pipeline stage or a rerun sweep job can take instead of recomputing."""
     from quark.core.run import config_hash
-    from quark.steps import NEVER_REUSED
+    from quark.core.step_registry import BY_NAME
 
-    if str(cfg.step.name) in NEVER_REUSED:
+    if not BY_NAME[str(cfg.step.name)].reusable:
         return None
     wanted_hash = config_hash(cfg)
     wanted_inputs = sorted(i["sha256"] for i in inputs)

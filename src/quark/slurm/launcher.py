@@ -375,7 +375,7 @@ def _reused_by_rank_0(cfg: DictConfig) -> bool:
     sweep): the other ranks must not start a run that rank 0 never joins."""
     from quark.core.run import config_hash
     from quark.core.runs import find_runs, reusable_run
-    from quark.launch import step_inputs
+    from quark.launch import resolve_inputs
 
     cfg = cfg.copy()  # as Hydra hands it to the task: without its own node
     with open_dict(cfg):
@@ -390,6 +390,6 @@ def _reused_by_rank_0(cfg: DictConfig) -> bool:
     if not any(record.manifest.get("config_hash") == wanted for record in completed):
         return False  # the usual case, decided without hashing the inputs again
     try:
-        return reusable_run(cfg, step_inputs(cfg)) is not None
+        return reusable_run(cfg, resolve_inputs(cfg)[1]) is not None
     except Exception:
         return False  # rank 0 meets the same error and reports it

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,32 +33,45 @@ from quark.data.sources import SourceStats, matching_files, read_source, stdlib_
 TASK_KINDS = ("arithmetic_sft", "arithmetic_prefs")
 
 
-def inputs(cfg: DictConfig) -> list[Path | dict[str, Any]]:
-    """Every source's files as one hashed corpus record each, and a reused tokenizer."""
+@dataclass(frozen=True)
+class DataInputs:
+    """What the data step reads: each source's files (one hashed corpus record, or a saved
+    dataset's directory, by its key data.sources.N) and a reused tokenizer; nothing for a
+    generated task set."""
+
+    sources: dict[str, Path | dict[str, Any]]
+    tokenizer: Path | None
+
+    def recorded(self) -> dict[str, Path | dict[str, Any]]:
+        return self.sources | ({"tokenizer": self.tokenizer} if self.tokenizer else {})
+
+
+def inputs(cfg: DictConfig) -> DataInputs:
     if cfg.data.kind in TASK_KINDS:
-        return []
-    found: list[Path | dict[str, Any]] = []
+        return DataInputs({}, None)
+    found: dict[str, Path | dict[str, Any]] = {}
     for index, source in enumerate(cfg.data.sources):
         key = f"data.sources.{index}"
         if source.type == "stdlib_code":
             import sysconfig
 
             root = Path(sysconfig.get_paths()["stdlib"])
-            found.append(_corpus_record(key, "stdlib_code", root, stdlib_files()))
+            found[key] = _corpus_record(key, "stdlib_code", root, stdlib_files())
         elif source.type == "hf_dataset":
             if source.name_or_path and Path(str(source.name_or_path)).expanduser().exists():
-                found.append(Path(str(source.name_or_path)).expanduser())
+                found[key] = Path(str(source.name_or_path)).expanduser()
         else:
-            found.append(_corpus_record(key, str(source.type), None, matching_files(source, key)))
+            found[key] = _corpus_record(key, str(source.type), None, matching_files(source, key))
+    tokenizer = None
     if cfg.data.tokenizer.path:
         from quark.data.tokenizer import load_tokenizer
 
         load_tokenizer(str(cfg.data.tokenizer.path))  # a clear error now if it is not one
-        found.append(Path(str(cfg.data.tokenizer.path)).expanduser())
-    return found
+        tokenizer = Path(str(cfg.data.tokenizer.path)).expanduser()
+    return DataInputs(found, tokenizer)
 
 
-def run(cfg: DictConfig, run: Run) -> dict[str, float]:
+def run(cfg: DictConfig, run: Run, inputs: DataInputs) -> dict[str, float]:
     if cfg.data.kind in TASK_KINDS:
         return _task_set(cfg, run)
     data = cfg.data

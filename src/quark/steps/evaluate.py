@@ -18,6 +18,7 @@ one line naming every regressed metric.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +26,20 @@ from omegaconf import DictConfig
 
 from quark.core.errors import ConfigError, StepFailed
 from quark.core.run import Run
-from quark.eval.evaluated_model import EvaluatedModel, has_chat_template, resolve
+from quark.eval.evaluated_model import ALLOWED, EVALUATED_EXPORTS, KEY
 from quark.eval.harness import ARITHMETIC
 from quark.eval.pairs import ALLOWED as PAIRS_ALLOWED
 from quark.eval.pairs import KEY as PAIRS_KEY
-from quark.eval.pairs import holds_split, questions_dir
-from quark.steps.optimize import (
-    check_data,
-    check_seq_len,
-    data_run_dir,
-    model_config,
-    model_source,
-)
+from quark.eval.pairs import questions_dir
+from quark.lineage.data import validation_data
+from quark.lineage.finding import holds_split
+from quark.lineage.models import ModelLocation, find_model, has_chat_template
+from quark.models.hf import check_seq_len
 
 HEADLINE = ("exact_match", "perplexity")
 
 
-def measured(cfg: DictConfig, model: EvaluatedModel) -> tuple[list[str], list[str]]:
+def measured(cfg: DictConfig, model: ModelLocation) -> tuple[list[str], list[str]]:
     """The tasks of step.tasks to run, and notes on any left out."""
     chat = has_chat_template(model.directory)
     if cfg.step.tasks is not None:
@@ -62,22 +60,37 @@ def measured(cfg: DictConfig, model: EvaluatedModel) -> tuple[list[str], list[st
     ]
 
 
-def inputs(cfg: DictConfig) -> list[Path]:
-    """The model, the data run (perplexity), the split's directory (exact match) and the
-    baseline; bad input is refused here, before the run starts."""
+@dataclass(frozen=True)
+class EvaluateInputs:
+    """What evaluation reads: the model, the data run for perplexity, the directory of the
+    exact-match split, and the regression baseline, each when the configured tasks need it."""
+
+    model: ModelLocation
+    tasks: list[str]
+    notes: list[str]
+    data_dir: Path | None
+    split_dir: Path | None
+    baseline: Path | None
+
+    def recorded(self) -> dict[str, Path]:
+        found = {"model": self.model.source, "data": self.data_dir}
+        found |= {"questions": self.split_dir, "baseline": self.baseline}
+        return {role: path for role, path in found.items() if path is not None}
+
+
+def inputs(cfg: DictConfig) -> EvaluateInputs:
+    """The model (quark.lineage: step.model_dir, else the run handed over, else the newest
+    finetune or pretrain run), the data run (perplexity), the split's directory (exact match)
+    and the baseline; bad input is refused here, before the run starts."""
     from quark.eval.regression import read_baseline
 
-    source = model_source(cfg)
-    model = resolve(source)
-    tasks, _ = measured(cfg, model)
-    found = [source]
+    model = find_model(cfg, KEY, ALLOWED, exports=EVALUATED_EXPORTS)
+    tasks, notes = measured(cfg, model)
+    data_dir = None
     if "perplexity" in tasks:
-        config = model_config(model.directory)
-        check_seq_len(cfg, config)
-        data_dir = data_run_dir(cfg)
-        check_data(data_dir, model.directory, config)
-        found.append(data_dir)
-    split = questions_dir(cfg, source)
+        check_seq_len(int(cfg.step.seq_len), model.positions or int(cfg.step.seq_len))
+        data_dir = validation_data(cfg, model)
+    split = questions_dir(cfg, model.source)
     if "exact_match" in tasks:
         if split is None:
             raise ConfigError(
@@ -90,8 +103,8 @@ def inputs(cfg: DictConfig) -> list[Path]:
             raise ConfigError(
                 PAIRS_KEY, f"{split} has no {cfg.step.exact_match.split}.jsonl", PAIRS_ALLOWED
             )
-    if split is not None and ("exact_match" in tasks or ARITHMETIC in cfg.step.lm_eval.tasks):
-        found.append(split)
+    if not ("exact_match" in tasks or ARITHMETIC in cfg.step.lm_eval.tasks):
+        split = None
     include = cfg.step.lm_eval.include_path
     if include and not Path(str(include)).expanduser().is_dir():
         raise ConfigError(
@@ -105,12 +118,13 @@ def inputs(cfg: DictConfig) -> list[Path]:
             f"lm-eval runs Hugging Face models and {model.label} is not one",
             f"evaluate the model it was exported from: step.model_dir={model.origin}",
         )
+    baseline = None
     if cfg.step.regression.baseline:
-        found.append(read_baseline(str(cfg.step.regression.baseline)).source)
-    return found
+        baseline = read_baseline(str(cfg.step.regression.baseline)).source
+    return EvaluateInputs(model, tasks, notes, data_dir, split, baseline)
 
 
-def run(cfg: DictConfig, run: Run) -> dict[str, float]:
+def run(cfg: DictConfig, run: Run, inputs: EvaluateInputs) -> dict[str, float]:
     from quark.eval import harness
 
     harness.go_offline()  # before transformers is imported: it reads these once
@@ -119,9 +133,10 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     import torch
     from transformers import AutoTokenizer
 
+    from quark.data.pairs import read_pairs, render_prompts, write_answers
     from quark.eval.evaluated_model import load_decoder, load_torch_model, stop_token_ids
     from quark.eval.exact_match import decoder_exact_match, greedy_exact_match
-    from quark.eval.pairs import generated_pairs, read_pairs, render_prompts, write_answers
+    from quark.eval.pairs import generated_pairs
     from quark.eval.perplexity import perplexity
     from quark.export import quiet_exporters
     from quark.export.decoding import cpu_threads
@@ -131,8 +146,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     if cfg.step.threads:
         torch.set_num_threads(int(cfg.step.threads))
     step, lm_eval = cfg.step, cfg.step.lm_eval
-    model = resolve(model_source(cfg))
-    tasks, notes = measured(cfg, model)
+    model, tasks, notes = inputs.model, inputs.tasks, inputs.notes
     chat = has_chat_template(model.directory)
     described = {"model": model.label}
 
@@ -154,22 +168,29 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
 
     # 2. Perplexity on the data run's validation windows, teacher forced.
     if "perplexity" in tasks:
-        data_dir = data_run_dir(cfg)
+        data_dir = inputs.data_dir
+        assert data_dir is not None  # inputs() found it
         described["perplexity data"] = str(data_dir)
         windows = validation_windows(data_dir, int(step.seq_len), int(step.val_samples))
         metrics.update(perplexity(decoder, windows, int(step.batch_size)))
 
     # 3. Task accuracy: greedy answers, exactly equal to the references.
-    split_dir = questions_dir(cfg, model.source)
+    split_dir = inputs.split_dir
     split = split_dir / f"{step.exact_match.split}.jsonl" if split_dir else None
     stops = stop_token_ids(model, tokenizer)
     if "exact_match" in tasks:
         assert split is not None  # inputs() made sure
         described["exact match questions"] = str(split)
-        pairs = read_pairs(split, int(step.exact_match.samples))
+        pairs = read_pairs(
+            split,
+            key=PAIRS_KEY,
+            allowed=PAIRS_ALLOWED,
+            purpose="task accuracy",
+            count=int(step.exact_match.samples),
+        )
         system = str(step.exact_match.system_prompt) if step.exact_match.system_prompt else None
         prompts = render_prompts(tokenizer, pairs, system)
-        references = [response for _, response in pairs]
+        references = [pair.response for pair in pairs]
         options: dict[str, Any] = dict(
             stop_token_ids=stops, max_new_tokens=int(step.exact_match.max_new_tokens)
         )
@@ -187,7 +208,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         )
         metrics["exact_match"] = found.accuracy
         metrics["exact_match_samples"] = float(len(pairs))
-        write_answers(run.path("answers.jsonl"), pairs, found.answers, found.correct)
+        write_answers(run.path("answers.jsonl"), pairs, answer=found.answers, correct=found.correct)
         run.add_output("answers.jsonl")
     decoder.close()
     del decoder, torch_model  # lm-eval loads its own copy
@@ -197,11 +218,16 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     if manager is not None:
         if ARITHMETIC in lm_eval.tasks:
             count = int(lm_eval.limit or step.exact_match.samples)
-            questions = (
-                read_pairs(split, count)
-                if split and split.is_file()
-                else generated_pairs(count, int(cfg.seed))
-            )
+            if split and split.is_file():
+                questions = read_pairs(
+                    split,
+                    key=PAIRS_KEY,
+                    allowed=PAIRS_ALLOWED,
+                    purpose="task accuracy",
+                    count=count,
+                )
+            else:
+                questions = generated_pairs(count, int(cfg.seed))
             stop_text = str(tokenizer.decode(stops[:1])) if stops else ""
             harness.write_arithmetic_set(arithmetic, questions, stop_text, chat)
         harness.load_tasks(manager, lm_eval.tasks)
@@ -249,7 +275,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
 
 def write_outputs(
     run: Run,
-    model: EvaluatedModel,
+    model: ModelLocation,
     metrics: dict[str, float],
     notes: list[str],
     comparisons: list[Any],
@@ -258,10 +284,11 @@ def write_outputs(
     """metrics.json (itself a baseline file for a later run), the plots and report.html."""
     from quark.core.files import write_json_atomic
     from quark.eval.report import Report, baseline_bars, loss_curves, write_html
+    from quark.lineage.models import training_run
 
     write_json_atomic(run.path("metrics.json"), metrics)
     plots = {}
-    trained = model.training_run()
+    trained = training_run(model)
     log = trained / "logs" / "metrics.csv" if trained else None
     if log is not None and log.is_file():
         curves = loss_curves(log, run.path("plots", "training_curves.png"))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ from omegaconf import DictConfig
 
 from quark.core.errors import ConfigError
 from quark.core.run import Run
-from quark.models.hf import run_model_dir
+from quark.lineage.finding import find_run, missing
+from quark.lineage.models import ModelLocation, locate_model
+from quark.models.hf import check_seq_len
 
 INIT_FROM_ALLOWED = (
     "give a pretrain or finetune run directory, or a Hugging Face model directory "
@@ -33,52 +35,29 @@ INIT_FROM_ALLOWED = (
 )
 
 
-def init_from(cfg: DictConfig) -> Path:
-    """The run or model directory to start from: step.init_from, else the pretrain run a
-    pipeline handed on, else the newest completed pretrain run of the experiment."""
-    if cfg.step.init_from:
-        return Path(str(cfg.step.init_from)).expanduser()
-    handed = (cfg.get("inputs") or {}).get("pretrain")
-    if handed:
-        return Path(str(handed))
-    from quark.core.runs import latest_completed
-
-    output_dir, experiment = cfg.paths.output_dir, str(cfg.experiment_name)
-    record = latest_completed(output_dir, experiment, "pretrain")
-    if record is None:
-        raise ConfigError(
-            "step.init_from",
-            f"no completed pretrain run in experiment '{experiment}' under {output_dir}",
-            "make one with: python launch.py pipeline=quickstart, or " + INIT_FROM_ALLOWED,
-        )
-    return record.path
+PAIRS_ALLOWED = (
+    "make one with: python launch.py step=data data=arithmetic_sft, or give a directory "
+    "holding train.jsonl and val.jsonl of prompt/response records"
+)
+# when a split inputs() found is gone by the time run() reads it
+SPLITS_ALLOWED = (
+    "give a data run of data=arithmetic_sft, or a directory holding train.jsonl and "
+    "val.jsonl with prompt and response fields"
+)
 
 
-def model_dir(source: Path) -> Path:
-    """The Hugging Face model directory of `source`: a run's hf/ export, or `source` itself."""
-    return run_model_dir(source, "step.init_from", INIT_FROM_ALLOWED)
+@dataclass(frozen=True)
+class FinetuneInputs:
+    """What fine-tuning reads: the starting model, the prompt/response pairs, and optionally a
+    tokenizer directory that replaces the model's."""
 
+    model: ModelLocation
+    pairs_dir: Path
+    tokenizer_dir: Path | None
 
-def pairs_dir(cfg: DictConfig) -> Path:
-    """step.data_dir, else the data run a pipeline handed on, else the newest completed data run
-    holding train.jsonl and val.jsonl of prompt/response records."""
-    if cfg.step.data_dir:
-        return Path(str(cfg.step.data_dir)).expanduser()
-    handed = (cfg.get("inputs") or {}).get("data")
-    if handed:
-        return Path(str(handed))
-    from quark.core.runs import find_runs
-
-    output_dir, experiment = cfg.paths.output_dir, str(cfg.experiment_name)
-    for record in reversed(find_runs(output_dir, experiment, "data", "completed")):
-        if holds_pairs(record.path):
-            return record.path
-    raise ConfigError(
-        "step.data_dir",
-        f"no completed data run of prompt/response pairs in experiment '{experiment}' under {output_dir}",
-        "make one with: python launch.py step=data data=arithmetic_sft, or give a directory "
-        "holding train.jsonl and val.jsonl",
-    )
+    def recorded(self) -> dict[str, Path]:
+        found = {"model": self.model.source, "data": self.pairs_dir}
+        return found | ({"tokenizer": self.tokenizer_dir} if self.tokenizer_dir else {})
 
 
 def holds_pairs(directory: Path) -> bool:
@@ -94,8 +73,10 @@ def holds_pairs(directory: Path) -> bool:
     return isinstance(record, dict) and "prompt" in record and "response" in record
 
 
-def inputs(cfg: DictConfig) -> list[Path]:
-    """The starting model (a run is verified against its manifest) and the pairs."""
+def inputs(cfg: DictConfig) -> FinetuneInputs:
+    """The starting model (step.init_from, else the pretrain run a pipeline handed over, else
+    the newest completed pretrain run) and the pairs (step.data_dir, else the data run handed
+    over, else the newest completed data run of pairs): quark.lineage finds both."""
     strategy = str(cfg.trainer.strategy)
     if cfg.peft.name == "lora" and strategy not in ("single", "ddp"):
         # sharded strategies hold the adapters in shards: nothing merges or saves them yet
@@ -104,9 +85,22 @@ def inputs(cfg: DictConfig) -> list[Path]:
             f"'{strategy}' is not built for LoRA fine-tuning",
             "with peft=lora use trainer=cpu, gpu or ddp",
         )
-    source = init_from(cfg)
-    model_dir(source)
-    data_dir = pairs_dir(cfg)
+    source = find_run(cfg, ("pretrain",), key="step.init_from", allowed=INIT_FROM_ALLOWED)
+    if source is None:
+        raise missing(
+            cfg,
+            "step.init_from",
+            "pretrain run",
+            "make one with: python launch.py pipeline=quickstart, or " + INIT_FROM_ALLOWED,
+        )
+    tokenizer_dir = Path(str(cfg.step.tokenizer)).expanduser() if cfg.step.tokenizer else None
+    model = locate_model(
+        source, "step.init_from", INIT_FROM_ALLOWED, needs_tokenizer=tokenizer_dir is None
+    )
+    check_seq_len(int(cfg.step.seq_len), model.positions or int(cfg.step.seq_len))
+    data_dir = find_run(cfg, ("data",), key="step.data_dir", holds=holds_pairs)
+    if data_dir is None:
+        raise missing(cfg, "step.data_dir", "data run of prompt/response pairs", PAIRS_ALLOWED)
     if not holds_pairs(data_dir):
         raise ConfigError(
             "step.data_dir",
@@ -114,60 +108,57 @@ def inputs(cfg: DictConfig) -> list[Path]:
             "give a data run of data=arithmetic_sft, or a directory of jsonl records with "
             "prompt and response fields",
         )
-    return [source, data_dir] + ([Path(str(cfg.step.tokenizer))] if cfg.step.tokenizer else [])
+    return FinetuneInputs(model, data_dir, tokenizer_dir)
 
 
-def run(cfg: DictConfig, run: Run) -> dict[str, float]:
+def run(cfg: DictConfig, run: Run, inputs: FinetuneInputs) -> dict[str, float]:
     import lightning as L
     import torch
     from transformers import AutoModelForCausalLM
 
     from quark.core.run import process_rank
+    from quark.data.pairs import read_pairs, render_prompts, write_answers
     from quark.eval.exact_match import greedy_exact_match
     from quark.hpo.pruning import trial_callbacks
     from quark.training.export import export_checkpoint, export_hf
     from quark.training.lora import add_lora, merged_model, save_adapter, trainable_parameters
     from quark.training.module import CausalLMModule
-    from quark.training.resume import resume_checkpoint, resume_key
     from quark.training.sft import (
         SFTDataModule,
         check_lengths,
         encode_pairs,
         load_chat_model,
         pack,
-        read_pairs,
-        render_prompts,
     )
     from quark.training.strategies import check_layout
-    from quark.training.trainer import build_trainer, quiet_libraries
+    from quark.training.trainer import fit, quiet_libraries
 
     quiet_libraries()
     step, trainer_cfg, lora = cfg.step, cfg.trainer, cfg.peft.name == "lora"
     check_layout(cfg)
-    source_dir = model_dir(init_from(cfg))
-    data_dir = pairs_dir(cfg)
+    source_dir, data_dir = inputs.model.directory, inputs.pairs_dir
     device = "cuda" if trainer_cfg.accelerator == "gpu" else "cpu"  # where answers are generated
 
     # 1. The starting model, and its tokenizer with the chat template.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    tokenizer_dir = Path(str(step.tokenizer)).expanduser() if step.tokenizer else source_dir
+    tokenizer_dir = inputs.tokenizer_dir or source_dir
     chat = load_chat_model(source_dir, tokenizer_dir, str(step.chat_template), str(step.stop_token))
     model, tokenizer = chat.model, chat.tokenizer
 
     # 2. The pairs, as token ids with labels on the answers only; never cut.
     system_prompt = str(step.system_prompt) if step.system_prompt else None
-    train_pairs = read_pairs(data_dir / "train.jsonl")
-    val_pairs = read_pairs(data_dir / "val.jsonl")
+    train_pairs, val_pairs = (
+        read_pairs(
+            data_dir / f"{split}.jsonl",
+            key="step.data_dir",
+            allowed=SPLITS_ALLOWED,
+            purpose="supervised fine-tuning",
+        )
+        for split in ("train", "val")
+    )
     train = encode_pairs(tokenizer, train_pairs, system_prompt)
     val = encode_pairs(tokenizer, val_pairs, system_prompt)
-    positions = int(getattr(model.config, "max_position_embeddings", step.seq_len))
-    if int(step.seq_len) > positions:
-        raise ConfigError(
-            "step.seq_len",
-            f"{step.seq_len} exceeds the model's {positions} positions",
-            f"allowed: <= {positions}",
-        )
     check_lengths(train, int(step.seq_len), "train")
     check_lengths(val, int(step.seq_len), "val")
     if bool(step.packing):
@@ -206,23 +197,16 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         int(cfg.seed),
         int(step.val_samples),
     )
-    trainer = build_trainer(
+    # from step.resume, if set; ends with checkpoints/last.ckpt and a final validation
+    fitted = fit(
         cfg,
         run,
+        module,
+        datamodule,
         tokens_per_sample=max(1, round(sum(len(e.input_ids) for e in train) / len(train))),
         callbacks=trial_callbacks(),  # pruning, when this job is a trial of an Optuna study
     )
-    resume_from = resume_checkpoint(cfg, run)
-    # resume=auto finds an interrupted run of this config by this key
-    run.update(resume_key=resume_key(cfg), resumed_from=str(resume_from) if resume_from else None)
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-    seconds = time.perf_counter() - started
-    last = run.dir / "checkpoints" / "last.ckpt"
-    trainer.save_checkpoint(str(last))
-    train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
-    final_val = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-    if not trainer.is_global_zero:
+    if not fitted.trainer.is_global_zero:
         return {}  # rank 0 exports and records
 
     # 5. Export hf/ (LoRA: the merged model) with the chat tokenizer, and LoRA's adapter/.
@@ -237,13 +221,20 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         metrics["hf_max_logit_diff"] = export_hf(final, hf_dir, tokenizer, sample)
     elif not lora:
         # rebuilt whole from the checkpoint: under FSDP and ZeRO-3 each rank holds shards
-        metrics.update(export_checkpoint(last, model.config, hf_dir, tokenizer, sample))
+        metrics.update(
+            export_checkpoint(fitted.last_checkpoint, model.config, hf_dir, tokenizer, sample)
+        )
     if (hf_dir / "config.json").is_file():
         chat.generation_config.save_pretrained(hf_dir)  # generate() stops where answers end
         run.add_output("hf")
         final = AutoModelForCausalLM.from_pretrained(hf_dir)  # the export is what gets checked
     after, answers_after = accuracy(final)
-    write_answers(run.path("val_answers.jsonl"), eval_pairs, answers_before, answers_after)
+    write_answers(
+        run.path("val_answers.jsonl"),
+        eval_pairs,
+        before=answers_before or [None] * len(eval_pairs),  # answered on rank 0 only
+        after=answers_after,
+    )
     run.add_output("val_answers.jsonl")
     run.add_output("checkpoints")
     run.add_output(Path("logs") / "metrics.csv")
@@ -251,27 +242,14 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     metrics = {
         "val_accuracy_before": before,
         "val_accuracy": after,
-        "val_loss": float(final_val["val/loss"]),
-        "train_loss": train_loss,
-        "steps": float(trainer.global_step),
-        "train_seconds": seconds,
+        "val_loss": float(fitted.validation["val/loss"]),
+        "train_loss": fitted.train_loss,
+        "steps": float(fitted.trainer.global_step),
+        "train_seconds": fitted.seconds,
         **metrics,
     }
     _print_summary(run, metrics)
     return metrics
-
-
-def write_answers(path: Path, pairs: list, before: list[str], after: list[str]) -> None:
-    """What the model answered to each checked prompt, before and after training."""
-    with open(path, "w") as out:
-        for index, pair in enumerate(pairs):
-            record = {
-                "prompt": pair.prompt,
-                "reference": pair.response,
-                "before": before[index] if before else None,
-                "after": after[index],
-            }
-            out.write(json.dumps(record) + "\n")
 
 
 def _print_summary(run: Run, metrics: dict[str, float]) -> None:

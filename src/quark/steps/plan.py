@@ -9,6 +9,7 @@ the estimated wall time, as rich tables and plan.json. Imports neither torch nor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,22 @@ from quark.planning.parameters import count_parameters, training_flops_per_token
 from quark.planning.report import print_plan
 
 
-def inputs(cfg: DictConfig) -> list[Path]:
-    """An HF model's config.json is an input; built-in sizes come from the config itself."""
-    return [hf_config_file(str(cfg.model.name_or_path))] if cfg.model.get("name_or_path") else []
+@dataclass(frozen=True)
+class PlanInputs:
+    """What planning reads: an HF model's config.json; built-in sizes come from the config."""
+
+    model_config: Path | None
+
+    def recorded(self) -> dict[str, Path]:
+        return {"model": self.model_config} if self.model_config else {}
 
 
-def run(cfg: DictConfig, run: Run) -> dict[str, float]:
+def inputs(cfg: DictConfig) -> PlanInputs:
+    named = cfg.model.get("name_or_path")
+    return PlanInputs(hf_config_file(str(named)) if named else None)
+
+
+def run(cfg: DictConfig, run: Run, inputs: PlanInputs) -> dict[str, float]:
     shape = LlamaShape.from_model_config(cfg.model)
     seq_len = int(cfg.step.seq_len or shape.max_seq_len)
     if seq_len > shape.max_seq_len:

@@ -15,77 +15,57 @@ Hugging Face model directory (`hf/`), consolidated from that checkpoint whatever
 from __future__ import annotations
 
 import logging
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from quark.core.errors import ConfigError
 from quark.core.run import Run
+from quark.lineage.finding import find_run, holds_shards, missing
+from quark.models.hf import check_seq_len
 from quark.models.llama import LlamaShape
 
-log = logging.getLogger("quark.pretrain")
+DATA_ALLOWED = (
+    "prepare one with: python launch.py step=data (or just python launch.py, which runs "
+    "pipeline=default: data, then pretrain), or give step.data_dir=<a data run of a corpus>"
+)
 
 
-def data_run_dir(cfg: DictConfig) -> Path:
-    """`step.data_dir`; else the data run a pipeline handed over; else the newest completed data
-    run of the experiment that holds token shards; else one prepared now with the `data` group
-    (so `python launch.py` alone works on a fresh checkout)."""
-    if cfg.step.data_dir:
-        return Path(str(cfg.step.data_dir)).expanduser()
-    handed = (cfg.get("inputs") or {}).get("data")
-    if handed:
-        return Path(str(handed))
-    from quark.core.runs import find_runs
+@dataclass(frozen=True)
+class PretrainInputs:
+    """What pretraining reads: the data run whose token shards it trains on."""
 
-    corpora = [
-        record.path
-        for record in find_runs(
-            cfg.paths.output_dir,
-            experiment=str(cfg.experiment_name),
-            step="data",
-            status="completed",
-        )
-        if (record.path / "shards" / "index.json").is_file()
-    ]
-    if corpora:
-        return corpora[-1]
-    from quark.pipeline import run_prerequisite
+    data_dir: Path
 
-    log.info(
-        "pretrain: no data run with token shards in experiment '%s'; preparing data=%s first",
-        cfg.experiment_name,
-        cfg.data.name,
-    )
-    return run_prerequisite("data")
+    def recorded(self) -> dict[str, Path]:
+        return {"data": self.data_dir}
 
 
 def model_shape(cfg: DictConfig) -> LlamaShape:
     """The model's shape (a built-in size, or model=hf's config.json), checked against step.seq_len."""
     shape = LlamaShape.from_model_config(cfg.model)
-    if int(cfg.step.seq_len) > shape.max_seq_len:
-        raise ConfigError(
-            "step.seq_len",
-            f"{cfg.step.seq_len} exceeds the model's {shape.max_seq_len} positions",
-            f"allowed: <= {shape.max_seq_len}",
-        )
+    check_seq_len(int(cfg.step.seq_len), shape.max_seq_len)
     return shape
 
 
-def inputs(cfg: DictConfig) -> list[Path]:
-    """The data run (verified against its manifest) is the input."""
-    model_shape(cfg)  # a bad model or sequence length fails before any data is prepared
-    data_dir = data_run_dir(cfg)
-    if not (data_dir / "shards" / "index.json").is_file():
+def inputs(cfg: DictConfig) -> PretrainInputs:
+    """The data run: step.data_dir, else the one a pipeline handed over, else the newest
+    completed data run of the experiment with token shards (quark.lineage)."""
+    model_shape(cfg)  # a bad model or sequence length fails before anything is read
+    data_dir = find_run(cfg, ("data",), key="step.data_dir", holds=holds_shards)
+    if data_dir is None:
+        raise missing(cfg, "step.data_dir", "data run with token shards", DATA_ALLOWED)
+    if not holds_shards(data_dir):
         raise ConfigError(
             "step.data_dir",
             f"{data_dir} holds no token shards",
             "give a completed data run of a corpus (not a task set)",
         )
-    return [data_dir]
+    return PretrainInputs(data_dir)
 
 
-def run(cfg: DictConfig, run: Run) -> dict[str, float]:
+def run(cfg: DictConfig, run: Run, inputs: PretrainInputs) -> dict[str, float]:
     import lightning as L
     from hydra.utils import instantiate
 
@@ -95,15 +75,14 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from quark.training.datamodule import ShardDataModule
     from quark.training.export import export_checkpoint
     from quark.training.module import CausalLMModule
-    from quark.training.resume import resume_checkpoint, resume_key
     from quark.training.strategies import check_layout
-    from quark.training.trainer import build_trainer, quiet_libraries
+    from quark.training.trainer import fit, quiet_libraries
 
     quiet_libraries()
     step, trainer_cfg = cfg.step, cfg.trainer
     check_layout(cfg)
     shape = model_shape(cfg)
-    data_dir = data_run_dir(cfg)
+    data_dir = inputs.data_dir
     shard_dir = data_dir / "shards"
     index = read_index(shard_dir)
     # a model may have more embedding rows than the tokenizer has tokens (padded vocabularies),
@@ -131,31 +110,24 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         int(cfg.seed),
         int(step.val_samples),
     )
-    trainer = build_trainer(
+    # from step.resume, if set; ends with checkpoints/last.ckpt and a final validation
+    fitted = fit(
         cfg,
         run,
+        module,
+        datamodule,
         tokens_per_sample=int(step.seq_len),
         flops_per_token=training_flops_per_token(shape, int(step.seq_len)),
         callbacks=trial_callbacks(),  # pruning, when this job is a trial of an Optuna study
     )
-    resume_from = resume_checkpoint(cfg, run)
-    # resume=auto finds an interrupted run of this config by this key
-    run.update(resume_key=resume_key(cfg), resumed_from=str(resume_from) if resume_from else None)
-
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-    seconds = time.perf_counter() - started
-    last = run.dir / "checkpoints" / "last.ckpt"
-    trainer.save_checkpoint(str(last))
-    train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
-    final_val = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    trainer, final_val = fitted.trainer, fitted.validation
     if not trainer.is_global_zero:
         return {}  # rank 0 exports and records
 
     # Under ZeRO-3 and FSDP2 every rank holds a shard of each weight: the export is rebuilt
     # whole from the checkpoint just written, and must reproduce the validation loss just measured
     exported = export_checkpoint(
-        last,
+        fitted.last_checkpoint,
         model.config,
         run.path("hf", "config.json").parent,
         data_dir / "tokenizer",
@@ -180,9 +152,9 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     metrics = {
         "val_loss": float(final_val["val/loss"]),
         "val_ppl": float(final_val["val/ppl"]),
-        "train_loss": train_loss,
+        "train_loss": fitted.train_loss,
         "steps": float(trainer.global_step),
-        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        "tokens_per_s": tokens / fitted.seconds if fitted.seconds > 0 else 0.0,
         **exported,  # hf_max_logit_diff, hf_val_loss
     }
     _print_summary(run, metrics)

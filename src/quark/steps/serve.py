@@ -19,15 +19,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from quark.core.errors import ConfigError, StepFailed
-from quark.core.run import MANIFEST, Run, read_manifest
-from quark.models.hf import WEIGHT_FILES
-from quark.steps import optimize
-from quark.steps.optimize import TRAINING_STEPS
+from quark.core.run import MANIFEST, Run
+from quark.lineage.models import ModelLocation, find_model
 
 log = logging.getLogger("quark")
 MODEL_DIR_ALLOWED = (
@@ -35,58 +34,28 @@ MODEL_DIR_ALLOWED = (
     "export), a Hugging Face model directory (config.json and weights), or an ONNX export "
     "directory (model.onnx)"
 )
-# an optimize run's exports that serve runs, preferred first
+# the optimize exports serve runs
 SERVED_EXPORTS = ("onnx_int8", "onnx", "hf")
 
 
-def model_source(cfg: DictConfig) -> Path:
-    """step.model_dir; else the optimize (its export), finetune or pretrain run a pipeline
-    handed over; else the newest completed finetune run of the experiment, else pretrain."""
-    return optimize.model_source(cfg, handed_steps=("optimize", *TRAINING_STEPS))
+@dataclass(frozen=True)
+class ServeInputs:
+    """What serving reads: the model."""
+
+    model: ModelLocation
+
+    def recorded(self) -> dict[str, Path]:
+        return {"model": self.model.source}
 
 
-def served_dir(source: Path) -> Path:
-    """The directory the model is loaded from: a run's hf/ or export, or `source` itself."""
-    if not source.is_dir():
-        problem = "is not a directory" if source.exists() else "does not exist"
-        raise ConfigError("step.model_dir", f"{source} {problem}", MODEL_DIR_ALLOWED)
-    directory = source
-    if (source / MANIFEST).is_file():
-        step = read_manifest(source).get("step")
-        candidates = [source / "exports" / n for n in SERVED_EXPORTS] + [source / "hf"]
-        found = [c for c in candidates if (c / "config.json").is_file()]
-        if not found:
-            raise ConfigError(
-                "step.model_dir",
-                f"{source} is a {step} run with no model serve can run (hf/, or an onnx, "
-                "onnx_int8 or hf export)",
-                MODEL_DIR_ALLOWED,
-            )
-        directory = found[0]
-    onnx = (directory / "model.onnx").is_file()
-    if not (directory / "config.json").is_file() or not (
-        onnx or any((directory / name).is_file() for name in WEIGHT_FILES)
-    ):
-        raise ConfigError(
-            "step.model_dir",
-            f"{source} is not a model (no config.json with weights or model.onnx)",
-            MODEL_DIR_ALLOWED,
-        )
-    if not any((directory / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json")):
-        raise ConfigError(
-            "step.model_dir", f"{directory} has no tokenizer", "a model saved with its tokenizer"
-        )
-    return directory
+def inputs(cfg: DictConfig) -> ServeInputs:
+    """The model (quark.lineage: step.model_dir; else the optimize, finetune or pretrain run a
+    pipeline handed over; else the newest finetune run, else pretrain), refused here if serve
+    cannot run it."""
+    return ServeInputs(find_model(cfg, "step.model_dir", MODEL_DIR_ALLOWED, SERVED_EXPORTS))
 
 
-def inputs(cfg: DictConfig) -> list[Path]:
-    """The model (a run is verified against its manifest), refused here if serve cannot run it."""
-    source = model_source(cfg)
-    served_dir(source)
-    return [source]
-
-
-def run(cfg: DictConfig, run: Run) -> dict[str, float]:
+def run(cfg: DictConfig, run: Run, inputs: ServeInputs) -> dict[str, float]:
     from quark.export import quiet_exporters
     from quark.serve.api import build_app
     from quark.serve.backends import load_model
@@ -96,8 +65,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
 
     quiet_exporters()  # optional-kernel notices of libraries transformers loads
     step = cfg.step
-    source = model_source(cfg)
-    directory = served_dir(source)
+    source, directory = inputs.model.source, inputs.model.directory
     # bound before the model loads: a taken port is bad input at once; port 0 picks a free one
     sock = bind(str(step.host), int(step.port))
 

@@ -7,7 +7,7 @@ step reads values that are known to be valid.
 
 from __future__ import annotations
 
-from quark.core.schemas.launch import GROUP_SCHEMAS, STEP_SCHEMAS, TOP_LEVEL_KEYS
+from quark.core.schemas.launch import GROUP_SCHEMAS, TOP_LEVEL_KEYS
 from quark.core.schemas.validation import allowed_keys, validate
 
-__all__ = ["GROUP_SCHEMAS", "STEP_SCHEMAS", "TOP_LEVEL_KEYS", "allowed_keys", "validate"]
+__all__ = ["GROUP_SCHEMAS", "TOP_LEVEL_KEYS", "allowed_keys", "validate"]

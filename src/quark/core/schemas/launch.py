@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from quark.core.schemas.data import DataSchema
-from quark.core.schemas.evaluate_step import EvaluateStepSchema
 from quark.core.schemas.export import ExportSchema
 from quark.core.schemas.fields import pattern, ranged
 from quark.core.schemas.logger import LoggerSchema
@@ -13,14 +12,6 @@ from quark.core.schemas.model import ModelSchema
 from quark.core.schemas.paths import PathsSchema
 from quark.core.schemas.peft import PeftSchema
 from quark.core.schemas.pipeline import PipelineSchema
-from quark.core.schemas.serve_step import ServeStepSchema
-from quark.core.schemas.steps import (
-    DataStepSchema,
-    FinetuneStepSchema,
-    OptimizeStepSchema,
-    PlanStepSchema,
-    PretrainStepSchema,
-)
 from quark.core.schemas.trainer import TrainerSchema
 
 
@@ -45,15 +36,6 @@ GROUP_SCHEMAS: dict[str, type] = {
     "export": ExportSchema,
 }
 
-# One schema per built step; quark.steps.STEPS names the module that runs it.
-STEP_SCHEMAS: dict[str, type] = {
-    "plan": PlanStepSchema,
-    "data": DataStepSchema,
-    "pretrain": PretrainStepSchema,
-    "finetune": FinetuneStepSchema,
-    "optimize": OptimizeStepSchema,
-    "evaluate": EvaluateStepSchema,
-    "serve": ServeStepSchema,
-}
+# Each step's schema is declared with the step, in quark.core.step_registry (STEP_SCHEMAS).
 
 TOP_LEVEL_KEYS = ("step", *GROUP_SCHEMAS, *TopLevelSchema.__dataclass_fields__, "hydra")

@@ -24,11 +24,11 @@ class PipelineSchema:
     stages: list[PipelineStageSchema] = field(default_factory=list)
 
     def check(self) -> None:
-        from quark.steps import available_steps
+        from quark.core.step_registry import step_names
 
         if not self.stages:
             raise ConfigError("pipeline.stages", "is empty", "list at least one {step: NAME}")
-        steps = available_steps()
+        steps = step_names()
         for index, stage in enumerate(self.stages):
             if stage.step not in steps:
                 raise ConfigError(

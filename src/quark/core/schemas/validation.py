@@ -20,12 +20,8 @@ def validate(cfg: DictConfig) -> None:
         ConfigError: the first unknown key, wrong type, missing value, out-of-range value or
             broken cross-field rule, naming the full key and what is allowed.
     """
-    from quark.core.schemas.launch import (
-        GROUP_SCHEMAS,
-        STEP_SCHEMAS,
-        TOP_LEVEL_KEYS,
-        TopLevelSchema,
-    )
+    from quark.core.schemas.launch import GROUP_SCHEMAS, TOP_LEVEL_KEYS, TopLevelSchema
+    from quark.core.step_registry import STEP_SCHEMAS
 
     for key in cfg:
         if key not in TOP_LEVEL_KEYS:
@@ -51,7 +47,8 @@ def validate(cfg: DictConfig) -> None:
 def allowed_keys(path: str) -> list[str]:
     """The keys the schema allows under `path` ('' is the top level, `data.tokenizer` a nested
     section), or [] if unknown."""
-    from quark.core.schemas.launch import GROUP_SCHEMAS, STEP_SCHEMAS, TOP_LEVEL_KEYS
+    from quark.core.schemas.launch import GROUP_SCHEMAS, TOP_LEVEL_KEYS
+    from quark.core.step_registry import STEP_SCHEMAS
 
     if path == "":
         return list(TOP_LEVEL_KEYS)
