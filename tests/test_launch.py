@@ -156,7 +156,7 @@ def test_help_lists_groups_and_examples(launch: LaunchFn) -> None:
     for text in (
         "Quark",
         "model: hf, llama_124m, llama_1b",
-        "step: data, ",
+        "step: align, data, ",
         "trainer: cpu",
         "Examples",
     ):

@@ -103,7 +103,7 @@ def test_find_model_takes_the_newest_finetune_before_pretrain_and_a_handed_expor
 ) -> None:
     outputs = tmp_path / "outputs"
     cfg = cfg_for(outputs, model_dir=None)
-    with pytest.raises(ConfigError, match="no completed finetune or pretrain run"):
+    with pytest.raises(ConfigError, match="no completed align, finetune or pretrain run"):
         find_model(cfg, KEY, ALLOWED)
     finetune = make_run("finetune", hf_files())
     make_run("pretrain", hf_files())  # newer, but finetune comes first

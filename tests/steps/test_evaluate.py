@@ -309,7 +309,7 @@ def test_bad_input_is_one_line_and_exit_2(
     (no_lm_eval / "__init__.py").write_text("raise ImportError('not installed')\n")
     pretrain = trained["pretrain"]["run_dir"]
     allowed = (
-        "give a pretrain, finetune or optimize run directory, or a Hugging Face model "
+        "give a pretrain, finetune, align or optimize run directory, or a Hugging Face model "
         "directory (config.json and weights)"
     )
     baseline_allowed = "give a run directory, or a YAML or JSON file of metric: number"

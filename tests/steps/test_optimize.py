@@ -180,8 +180,9 @@ def test_bad_input_is_one_line_and_exit_2(
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2", "vocab_size": 600}))
     (gpt2 / "model.safetensors").write_bytes(b"")
+    (gpt2 / "tokenizer_config.json").write_text("{}")
     allowed = (
-        "give a pretrain or finetune run directory, or a Hugging Face model directory "
+        "give a pretrain, finetune or align run directory, or a Hugging Face model directory "
         "(config.json and weights)"
     )
     cases = [
@@ -205,7 +206,7 @@ def test_bad_input_is_one_line_and_exit_2(
         ),
         (
             ["export=hf", "experiment_name=untrained"],
-            f"error: step.model_dir: no completed finetune or pretrain run in experiment "
+            f"error: step.model_dir: no completed align, finetune or pretrain run in experiment "
             f"'untrained' under {outputs}; train one first (python launch.py step=pretrain), "
             f"or {allowed}",
         ),

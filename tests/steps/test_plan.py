@@ -73,6 +73,7 @@ def test_an_hf_model_directory_is_planned_and_its_config_recorded(
     config = hf_model_dir / "config.json"
     assert manifest["inputs"] == [
         {
+            "role": "model",
             "path": str(config),
             "kind": "file",
             "sha256": sha256_file(config),

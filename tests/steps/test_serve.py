@@ -117,7 +117,7 @@ def test_serves_the_openai_client_until_sigterm(outputs: Path, tiny_models: Tiny
     [
         ("/nonexistent/model", "/nonexistent/model does not exist"),
         ("{tmp}", "is not a model (no config.json with weights or model.onnx)"),
-        ("null", "no completed finetune or pretrain run in experiment 'demo'"),
+        ("null", "no completed align, finetune or pretrain run in experiment 'demo'"),
     ],
 )
 def test_a_bad_model_directory_is_one_line_and_exit_2(

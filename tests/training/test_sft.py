@@ -17,7 +17,7 @@ from quark.data.tokenizer import save_hf_tokenizer, train_tokenizer
 from quark.training.sft import (
     IGNORE,
     Example,
-    SFTDataModule,
+    SampleDataModule,
     check_lengths,
     collate,
     encode_pairs,
@@ -121,7 +121,7 @@ def test_a_template_or_stop_token_that_does_not_fit_is_refused(
 
 
 def train_ids(
-    datamodule: SFTDataModule, step: int, rank: int, world: int, batches: int
+    datamodule: SampleDataModule, step: int, rank: int, world: int, batches: int
 ) -> list[int]:
     """The first ids of each sample of the first `batches` batches a rank reads from `step` on,
     in a run of 20 steps."""
@@ -141,8 +141,8 @@ def train_ids(
 def test_samples_are_sharded_by_rank_and_resume_at_the_next_unseen_one() -> None:
     # example k is the single token k: a sample's first id names it
     examples = [Example([k], [k]) for k in range(10)]
-    datamodule = SFTDataModule(
-        examples, examples, pad_id=0, micro_batch_size=2, seed=5, val_samples=4
+    datamodule = SampleDataModule(
+        examples, examples, collate(0), micro_batch_size=2, seed=5, val_samples=4
     )
     stream = train_ids(datamodule, step=0, rank=0, world=1, batches=15)  # three passes
     assert sorted(stream[:10]) == list(range(10)) and stream[:10] != stream[10:20]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 
 
@@ -10,3 +12,19 @@ def wide_console() -> Console:
     log file (rich's 80-column fallback would fold every path and number)."""
     probe = Console()
     return probe if probe.is_terminal else Console(width=160)
+
+
+def print_run_summary(title: str, metrics: dict[str, float], locations: dict[str, Path]) -> None:
+    """The table a training step ends with: each metric (4 significant digits), then where
+    its outputs are, label -> path, for those that exist."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4g}")
+    for label, path in locations.items():
+        if path.exists():
+            table.add_row(label, str(path))
+    wide_console().print(table)

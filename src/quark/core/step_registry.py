@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from quark.core.schemas.evaluate_step import EvaluateStepSchema
 from quark.core.schemas.serve_step import ServeStepSchema
 from quark.core.schemas.steps import (
+    AlignStepSchema,
     DataStepSchema,
     FinetuneStepSchema,
     OptimizeStepSchema,
@@ -45,6 +46,7 @@ STEPS: tuple[StepSpec, ...] = (
     StepSpec("data", "quark.steps.data", DataStepSchema),
     StepSpec("pretrain", "quark.steps.pretrain", PretrainStepSchema, trains_model=True),
     StepSpec("finetune", "quark.steps.finetune", FinetuneStepSchema, trains_model=True),
+    StepSpec("align", "quark.steps.align", AlignStepSchema, trains_model=True),
     StepSpec("optimize", "quark.steps.optimize", OptimizeStepSchema),
     StepSpec("evaluate", "quark.steps.evaluate", EvaluateStepSchema),
     StepSpec("serve", "quark.steps.serve", ServeStepSchema, reusable=False),
@@ -62,6 +64,6 @@ def step_names() -> list[str]:
 
 def model_steps() -> tuple[str, ...]:
     """Steps whose runs hold a trained model, the latest in the lifecycle first: when no model
-    is named, a step takes the newest run of the first of these that has one (finetune before
-    pretrain)."""
+    is named, a step takes the newest run of the first of these that has one (align, then
+    finetune, then pretrain)."""
     return tuple(spec.name for spec in reversed(STEPS) if spec.trains_model)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from quark.core.errors import ConfigError, QuarkError
+from quark.data.records import json_objects
 
 
 @dataclass(frozen=True)
@@ -38,27 +39,16 @@ def read_pairs(
     if not path.is_file():
         raise ConfigError(key, f"{path.parent} has no {path.name}", allowed)
     pairs: list[Pair] = []
-    with open(path) as lines:
-        for number, line in enumerate(lines, start=1):
-            if len(pairs) == count:
-                break
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise QuarkError(f"{path}: line {number} is not JSON") from None
-            if not (
-                isinstance(record, dict)
-                and isinstance(record.get("prompt"), str)
-                and isinstance(record.get("response"), str)
-            ):
-                fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-                raise QuarkError(
-                    f"{path}: line {number} has no string 'prompt' and 'response' fields "
-                    f"(it has: {fields}); {purpose} needs prompt/response records"
-                )
-            pairs.append(Pair(record["prompt"], record["response"]))
+    expected = f"{purpose} needs prompt/response records"
+    for where, record in json_objects(path, expected):
+        if len(pairs) == count:
+            break
+        if not (isinstance(record.get("prompt"), str) and isinstance(record.get("response"), str)):
+            raise QuarkError(
+                f"{where} has no string 'prompt' and 'response' fields "
+                f"(it has: {', '.join(record)}); {expected}"
+            )
+        pairs.append(Pair(record["prompt"], record["response"]))
     if not pairs:
         raise QuarkError(f"{path}: no records; {purpose} needs prompt/response records")
     return pairs

@@ -14,7 +14,7 @@ from quark.lineage.models import ModelLocation
 
 KEY = "step.model_dir"
 ALLOWED = (
-    "give a pretrain, finetune or optimize run directory, or a Hugging Face model directory "
+    "give a pretrain, finetune, align or optimize run directory, or a Hugging Face model directory "
     "(config.json and weights)"
 )
 # the optimize exports evaluate runs, each in its own runtime

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from quark.core.errors import ConfigError
-from quark.core.run import MANIFEST, read_manifest
+from quark.core.run import MANIFEST, verify_run
 from quark.models.hf import TOKENIZER_FILES, WEIGHT_FILES
 
 # the file an export runs from, by format; hf and torchao exports hold Hugging Face weights
@@ -77,8 +77,19 @@ def locate_model(
     if not source.is_dir():
         raise ConfigError(key, f"{source} is not a directory", allowed)
     if not (source / MANIFEST).is_file():
-        return _checked(source, source, key, allowed, _plain_format(source, exports), None)
-    manifest = read_manifest(source)
+        export = _plain_format(source, exports)
+        runnable = [f for f in ("onnx", "onnx_int8") if f in exports]
+        if (
+            export is None
+            and runnable
+            and not any((source / name).is_file() for name in WEIGHT_FILES)
+        ):
+            raise ConfigError(
+                key, f"{source} is not a model (no config.json with weights or model.onnx)", allowed
+            )
+        return _checked(source, source, key, allowed, export, None)
+    # a run is read only once it completed and its files are still the ones it recorded
+    manifest = verify_run(source)
     step = manifest.get("step")
     if step != "optimize":
         if not (source / "hf").is_dir():
@@ -121,12 +132,14 @@ def find_model(
 
     trainers = model_steps()
     handed = (("optimize",) if exports else ()) + trainers
-    source = find_run(cfg, trainers, key=key, handed_steps=handed, allowed=allowed)
+    source = find_run(
+        cfg, trainers, key=key, holds=holds_model, handed_steps=handed, allowed=allowed
+    )
     if source is None:
         raise missing(
             cfg,
             key,
-            f"{' or '.join(trainers)} run",
+            f"{', '.join(trainers[:-1])} or {trainers[-1]} run",
             "train one first (python launch.py step=pretrain), or " + allowed,
         )
     return locate_model(source, key, allowed, exports, needs_tokenizer)
@@ -146,13 +159,25 @@ def training_run(location: ModelLocation) -> Path | None:
     return nearest_ancestor(location.source, lambda _path, step: step in trainers)
 
 
-def has_chat_template(directory: Path) -> bool:
-    """Whether the tokenizer saved in `directory` carries a chat template (a fine-tuned model's
-    does), read from the files: no tokenizer is loaded."""
+def holds_model(run_dir: Path) -> bool:
+    """Whether a run holds a language model: a training run's hf/ or an optimize run's
+    exports/ (an align=reward_model run holds a reward model in reward_model/ instead)."""
+    return (run_dir / "hf").is_dir() or (run_dir / "exports").is_dir()
+
+
+def chat_template_of(directory: Path) -> str | None:
+    """The chat template saved with the tokenizer in `directory` (a fine-tuned model's has
+    one), read from the files: no tokenizer is loaded."""
     if (directory / "chat_template.jinja").is_file():
-        return True
+        return (directory / "chat_template.jinja").read_text()
     config = directory / "tokenizer_config.json"
-    return config.is_file() and bool(_json(config).get("chat_template"))
+    template = _json(config).get("chat_template") if config.is_file() else None
+    return template if isinstance(template, str) and template else None
+
+
+def has_chat_template(directory: Path) -> bool:
+    """Whether the tokenizer saved in `directory` carries a chat template."""
+    return chat_template_of(directory) is not None
 
 
 def _plain_format(directory: Path, exports: Sequence[str]) -> str | None:

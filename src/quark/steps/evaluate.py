@@ -80,7 +80,7 @@ class EvaluateInputs:
 
 def inputs(cfg: DictConfig) -> EvaluateInputs:
     """The model (quark.lineage: step.model_dir, else the run handed over, else the newest
-    finetune or pretrain run), the data run (perplexity), the split's directory (exact match)
+    align, finetune or pretrain run), the data run (perplexity), the split's directory (exact match)
     and the baseline; bad input is refused here, before the run starts."""
     from quark.eval.regression import read_baseline
 

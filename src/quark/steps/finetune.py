@@ -15,7 +15,6 @@ whose tokenizer carries the chat template, and with LoRA the PEFT adapter in ada
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from quark.core.console import print_run_summary
 from quark.core.errors import ConfigError
 from quark.core.run import Run
+from quark.data.records import holds_records
 from quark.lineage.finding import find_run, missing
 from quark.lineage.models import ModelLocation, locate_model
 from quark.models.hf import check_seq_len
@@ -62,15 +63,7 @@ class FinetuneInputs:
 
 def holds_pairs(directory: Path) -> bool:
     """Whether train.jsonl and val.jsonl are there and the first record has prompt and response."""
-    if not (directory / "val.jsonl").is_file() or not (directory / "train.jsonl").is_file():
-        return False
-    with open(directory / "train.jsonl") as lines:
-        first = lines.readline()
-    try:
-        record = json.loads(first)
-    except ValueError:
-        return False
-    return isinstance(record, dict) and "prompt" in record and "response" in record
+    return holds_records(directory, ("prompt", "response"))
 
 
 def inputs(cfg: DictConfig) -> FinetuneInputs:
@@ -124,8 +117,9 @@ def run(cfg: DictConfig, run: Run, inputs: FinetuneInputs) -> dict[str, float]:
     from quark.training.lora import add_lora, merged_model, save_adapter, trainable_parameters
     from quark.training.module import CausalLMModule
     from quark.training.sft import (
-        SFTDataModule,
+        SampleDataModule,
         check_lengths,
+        collate,
         encode_pairs,
         load_chat_model,
         pack,
@@ -189,10 +183,10 @@ def run(cfg: DictConfig, run: Run, inputs: FinetuneInputs) -> dict[str, float]:
         model = add_lora(model, cfg.peft)
     trainable = trainable_parameters(model)
     module = CausalLMModule(model, step.optim)
-    datamodule = SFTDataModule(
+    datamodule = SampleDataModule(
         train,
         val,
-        chat.pad_id,
+        collate(chat.pad_id),
         int(trainer_cfg.micro_batch_size),
         int(cfg.seed),
         int(step.val_samples),
@@ -248,26 +242,14 @@ def run(cfg: DictConfig, run: Run, inputs: FinetuneInputs) -> dict[str, float]:
         "train_seconds": fitted.seconds,
         **metrics,
     }
-    _print_summary(run, metrics)
+    print_run_summary(
+        "Finetune",
+        metrics,
+        {
+            "hf export": run.dir / "hf",
+            "adapter": run.dir / "adapter",
+            "answers": run.dir / "val_answers.jsonl",
+            "checkpoint": run.dir / "checkpoints" / "last.ckpt",
+        },
+    )
     return metrics
-
-
-def _print_summary(run: Run, metrics: dict[str, float]) -> None:
-    from rich.table import Table
-
-    from quark.core.console import wide_console
-
-    table = Table(title="Finetune", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in metrics.items():
-        table.add_row(key, f"{value:.4g}")
-    for name, label in (
-        ("hf", "hf export"),
-        ("adapter", "adapter"),
-        ("val_answers.jsonl", "answers"),
-    ):
-        if (run.dir / name).exists():
-            table.add_row(label, str(run.dir / name))
-    table.add_row("checkpoint", str(run.dir / "checkpoints" / "last.ckpt"))
-    wide_console().print(table)

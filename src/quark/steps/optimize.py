@@ -31,7 +31,7 @@ from quark.lineage.models import ModelLocation, find_model
 from quark.models.hf import WEIGHT_FILES, check_seq_len
 
 MODEL_DIR_ALLOWED = (
-    "give a pretrain or finetune run directory, or a Hugging Face model directory "
+    "give a pretrain, finetune or align run directory, or a Hugging Face model directory "
     "(config.json and weights)"
 )
 HEADLINE = ("top1_agreement", "ppl_change_pct", "ms_per_token")
@@ -50,7 +50,7 @@ class OptimizeInputs:
 
 def inputs(cfg: DictConfig) -> OptimizeInputs:
     """The model (quark.lineage: step.model_dir, else the run handed over, else the newest
-    finetune or pretrain run) and the data run; a model the export cannot take is refused
+    align, finetune or pretrain run) and the data run; a model the export cannot take is refused
     here, before the run starts."""
     from quark.export import format_module
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from quark.core.console import print_run_summary
 from quark.core.errors import ConfigError
 from quark.core.run import Run
 from quark.lineage.finding import find_run, holds_shards, missing
@@ -157,21 +158,13 @@ def run(cfg: DictConfig, run: Run, inputs: PretrainInputs) -> dict[str, float]:
         "tokens_per_s": tokens / fitted.seconds if fitted.seconds > 0 else 0.0,
         **exported,  # hf_max_logit_diff, hf_val_loss
     }
-    _print_summary(run, metrics)
+    print_run_summary(
+        "Pretrain",
+        metrics,
+        {
+            "checkpoint": run.dir / "checkpoints" / "last.ckpt",
+            "hf export": run.dir / "hf",
+            "metrics log": run.dir / "logs" / "metrics.csv",
+        },
+    )
     return metrics
-
-
-def _print_summary(run: Run, metrics: dict[str, float]) -> None:
-    from rich.table import Table
-
-    from quark.core.console import wide_console
-
-    table = Table(title="Pretrain", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in metrics.items():
-        table.add_row(key, f"{value:.4g}")
-    table.add_row("checkpoint", str(run.dir / "checkpoints" / "last.ckpt"))
-    table.add_row("hf export", str(run.dir / "hf"))
-    table.add_row("metrics log", str(run.dir / "logs" / "metrics.csv"))
-    wide_console().print(table)

@@ -30,7 +30,7 @@ from quark.lineage.models import ModelLocation, find_model
 
 log = logging.getLogger("quark")
 MODEL_DIR_ALLOWED = (
-    "give a pretrain or finetune run directory, an optimize run directory (onnx or onnx_int8 "
+    "give a pretrain, finetune or align run directory, an optimize run directory (onnx or onnx_int8 "
     "export), a Hugging Face model directory (config.json and weights), or an ONNX export "
     "directory (model.onnx)"
 )
@@ -49,7 +49,7 @@ class ServeInputs:
 
 
 def inputs(cfg: DictConfig) -> ServeInputs:
-    """The model (quark.lineage: step.model_dir; else the optimize, finetune or pretrain run a
+    """The model (quark.lineage: step.model_dir; else the optimize, align, finetune or pretrain run a
     pipeline handed over; else the newest finetune run, else pretrain), refused here if serve
     cannot run it."""
     return ServeInputs(find_model(cfg, "step.model_dir", MODEL_DIR_ALLOWED, SERVED_EXPORTS))

@@ -86,8 +86,12 @@ def consolidated_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def model_from_checkpoint(path: Path, config: PretrainedConfig) -> PreTrainedModel:
-    """A fresh fp32 model of `config` holding the consolidated weights of the checkpoint at `path`.
+def model_from_checkpoint(
+    path: Path, config: PretrainedConfig, model_class: Any = None
+) -> PreTrainedModel:
+    """A fresh fp32 model of `config` holding the consolidated weights of the checkpoint at `path`,
+    built by `model_class` (default AutoModelForCausalLM; AutoModelForSequenceClassification
+    for a reward model).
 
     Raises:
         QuarkError: the checkpoint is unreadable, or its weights do not fit `config`.
@@ -97,7 +101,7 @@ def model_from_checkpoint(path: Path, config: PretrainedConfig) -> PreTrainedMod
 
     state = consolidated_state_dict(path)
     # fp32 whatever the config's dtype says (a model=hf config may say bfloat16)
-    model = AutoModelForCausalLM.from_config(config).float()
+    model = (model_class or AutoModelForCausalLM).from_config(config).float()
     missing, unexpected = model.load_state_dict(state, strict=False)
     # tied weights (lm_head = embeddings) may be stored once; the fresh model ties them itself
     missing = [key for key in missing if not _tied_to_a_loaded_key(model, key, state)]

@@ -26,10 +26,12 @@ VALIDATION_LOSS_TOLERANCE = {"32-true": 1e-3, "bf16-mixed": 5e-2, "16-mixed": 5e
 SIXTEEN_BIT_TOLERANCE = 1e-1  # bf16-true, 16-true: the weights themselves are 16-bit
 
 
-def export_hf(model: Any, hf_dir: Path, tokenizer: Any, sample: Any) -> float:
+def export_hf(
+    model: Any, hf_dir: Path, tokenizer: Any, sample: Any, *, model_class: Any = None
+) -> float:
     """Write `model` and its tokenizer to `hf_dir` (config.json, safetensors, tokenizer files),
-    reload it with `AutoModelForCausalLM.from_pretrained`, and return the largest logit
-    difference from `model` on `sample` (token ids, batch first).
+    reload it with `model_class.from_pretrained` (default AutoModelForCausalLM), and return the
+    largest logit difference from `model` on `sample` (token ids, batch first).
 
     `tokenizer` is a directory whose tokenizer files are copied, a tokenizer object with
     `save_pretrained`, or None.
@@ -45,7 +47,7 @@ def export_hf(model: Any, hf_dir: Path, tokenizer: Any, sample: Any) -> float:
                 shutil.copy2(tokenizer / name, hf_dir / name)
     elif tokenizer is not None:
         tokenizer.save_pretrained(hf_dir)
-    difference = reload_logit_difference(model, hf_dir, sample)
+    difference = reload_logit_difference(model, hf_dir, sample, model_class)
     if difference > MAX_LOGIT_DIFFERENCE:
         raise QuarkError(
             f"{hf_dir}: the exported model's logits differ from the trained model's by {difference:.3g}"
@@ -64,9 +66,11 @@ def export_checkpoint(
     trained_val_loss: float | None = None,
     precision: str = "32-true",
     device: Any = "cpu",
+    model_class: Any = None,
 ) -> dict[str, float]:
     """Export the model in `checkpoint` (any strategy's; see quark.training.checkpoints) as a
-    Hugging Face directory of `config`'s architecture, fp32, and return `hf_max_logit_diff` (the
+    Hugging Face directory of `config`'s architecture (`model_class`, by default a causal LM),
+    fp32, and return `hf_max_logit_diff` (the
     reload check of `export_hf`) and, given `val_batches`, `hf_val_loss`: the export's loss on
     them, computed on `device`.
 
@@ -76,8 +80,10 @@ def export_checkpoint(
     """
     from quark.training.checkpoints import model_from_checkpoint
 
-    model = model_from_checkpoint(checkpoint, config)
-    metrics = {"hf_max_logit_diff": export_hf(model, hf_dir, tokenizer, sample)}
+    model = model_from_checkpoint(checkpoint, config, model_class)
+    metrics = {
+        "hf_max_logit_diff": export_hf(model, hf_dir, tokenizer, sample, model_class=model_class)
+    }
     if val_batches is None:
         return metrics
     loss = validation_loss(model, val_batches, device)
@@ -115,12 +121,15 @@ def validation_loss(model: Any, batches: Iterable[Any], device: Any = "cpu") -> 
     return total / tokens
 
 
-def reload_logit_difference(model: Any, hf_dir: Path, sample: Any) -> float:
-    """Largest absolute logit difference between `model` and the model reloaded from `hf_dir`."""
+def reload_logit_difference(
+    model: Any, hf_dir: Path, sample: Any, model_class: Any = None
+) -> float:
+    """Largest absolute logit difference between `model` and the model reloaded from `hf_dir`
+    by `model_class` (default AutoModelForCausalLM)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    reloaded = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    reloaded = (model_class or AutoModelForCausalLM).from_pretrained(hf_dir).eval()
     was_training = model.training
     model.eval()
     with torch.no_grad():

@@ -46,19 +46,7 @@ class CausalLMModule(L.LightningModule):
         )
 
     def configure_model(self) -> None:
-        # trainer=fsdp (ModelParallelStrategy) gives a device mesh: shard each transformer block,
-        # then the rest, over the data-parallel ranks (FSDP2). Other strategies have no mesh.
-        # Lightning calls this again for validate after fit, on the already sharded model.
-        from torch.distributed.fsdp import FSDPModule, fully_shard
-
-        if self.device_mesh is None or isinstance(self.model, FSDPModule):
-            return
-        mesh = self.device_mesh["data_parallel"]
-        blocks = set(getattr(self.model, "_no_split_modules", None) or ())
-        for module in self.model.modules():
-            if type(module).__name__ in blocks:
-                fully_shard(module, mesh=mesh)
-        fully_shard(self.model, mesh=mesh)
+        shard_blocks(self.model, self.device_mesh)
 
     def on_train_start(self) -> None:
         self.first_step = int(self.global_step)
@@ -94,31 +82,50 @@ class CausalLMModule(L.LightningModule):
         self.log("val/ppl", torch.exp(loss))
 
     def configure_optimizers(self) -> Any:
-        # no weight decay on norms and biases (1-D tensors)
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": float(self.optim.weight_decay)},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=float(self.optim.lr),
-            betas=(float(self.optim.beta1), float(self.optim.beta2)),
-        )
-        warmup, total, floor = (
-            int(self.optim.warmup_steps),
-            int(self.trainer.max_steps),
-            float(self.optim.min_lr_ratio),
-        )
+        return adamw_with_schedule(self.model, self.optim, int(self.trainer.max_steps))
 
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+def shard_blocks(model: torch.nn.Module, device_mesh: Any) -> None:
+    """FSDP2 over the data-parallel ranks of `device_mesh`: each transformer block, then the
+    rest. trainer=fsdp (ModelParallelStrategy) gives LightningModules a mesh; other strategies
+    none, and then nothing is done. Lightning calls configure_model again for validate after
+    fit, on the already sharded model."""
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    if device_mesh is None or isinstance(model, FSDPModule):
+        return
+    mesh = device_mesh["data_parallel"]
+    blocks = set(getattr(model, "_no_split_modules", None) or ())
+    for module in model.modules():
+        if type(module).__name__ in blocks:
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def adamw_with_schedule(model: torch.nn.Module, optim: DictConfig, max_steps: int) -> Any:
+    """AdamW over `model`'s trainable weights (no weight decay on norms and biases, the 1-D
+    tensors), with linear warmup then cosine decay to `optim.min_lr_ratio` of `optim.lr` at
+    `max_steps`: what configure_optimizers returns, for every module Quark trains."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": float(optim.weight_decay)},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=float(optim.lr),
+        betas=(float(optim.beta1), float(optim.beta2)),
+    )
+    warmup, floor = int(optim.warmup_steps), float(optim.min_lr_ratio)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+    }

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from quark.core.errors import ConfigError
-from quark.data.pairs import Pair, messages, render_prompts
+from quark.data.pairs import Pair, messages
 from quark.training.shards import training_sampler
 
 IGNORE = -100  # label where no loss is taken (CausalLMModule.loss)
@@ -35,15 +35,25 @@ class Example:
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[Pair], system_prompt: str | None) -> list[Example]:
     """Token ids and labels of each pair: IGNORE over the rendered prompt, the ids over the rest."""
-    prompts = render_prompts(tokenizer, pairs, system_prompt)
+    return encode_answers(
+        tokenizer, [messages(p.prompt, system_prompt) for p in pairs], [p.response for p in pairs]
+    )
+
+
+def encode_answers(
+    tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]], answers: Sequence[str]
+) -> list[Example]:
+    """Token ids and labels of each conversation answered by the assistant with its answer:
+    IGNORE over the conversation rendered up to the generation prompt, the ids over the rest
+    (the answer and the template's end of message)."""
+    prompts = [
+        tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False)
+        for c in conversations
+    ]
     continuations = []
-    for pair, prompt in zip(pairs, prompts, strict=True):
+    for conversation, answer, prompt in zip(conversations, answers, prompts, strict=True):
         whole = tokenizer.apply_chat_template(
-            [
-                *messages(pair.prompt, system_prompt),
-                {"role": "assistant", "content": pair.response},
-            ],
-            tokenize=False,
+            [*conversation, {"role": "assistant", "content": answer}], tokenize=False
         )
         if not whole.startswith(prompt) or len(whole) == len(prompt):
             raise ConfigError(
@@ -90,15 +100,15 @@ def pack(examples: Sequence[Example], seq_len: int) -> list[Example]:
     return packed
 
 
-class ExampleDataset(Dataset):
-    def __init__(self, examples: Sequence[Example]) -> None:
-        self.examples = examples
+class SampleDataset(Dataset):
+    def __init__(self, samples: Sequence[Any]) -> None:
+        self.samples = samples
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return len(self.samples)
 
-    def __getitem__(self, index: int) -> Example:
-        return self.examples[index]
+    def __getitem__(self, index: int) -> Any:
+        return self.samples[index]
 
 
 def collate(pad_id: int) -> Callable[[list[Example]], dict[str, torch.Tensor]]:
@@ -119,24 +129,25 @@ def collate(pad_id: int) -> Callable[[list[Example]], dict[str, torch.Tensor]]:
     return batch
 
 
-class SFTDataModule(L.LightningDataModule):
-    """Training samples in a seeded order that resumes at the next unseen sample and is sharded
-    by rank (quark.training.shards.training_sampler); the first `val_samples` validation
-    examples for the loss."""
+class SampleDataModule(L.LightningDataModule):
+    """Samples held in memory (fine-tuning examples, preference pairs), batched by `collate_fn`:
+    the training samples in a seeded order that resumes at the next unseen sample and is
+    sharded by rank (quark.training.shards.training_sampler); the first `val_samples`
+    validation samples for the validation metrics."""
 
     def __init__(
         self,
-        train: Sequence[Example],
-        val: Sequence[Example],
-        pad_id: int,
+        train: Sequence[Any],
+        val: Sequence[Any],
+        collate_fn: Callable[[list[Any]], Any],
         micro_batch_size: int,
         seed: int,
         val_samples: int,
     ) -> None:
         super().__init__()
-        self.train = ExampleDataset(train)
-        self.val = ExampleDataset(val[:val_samples])
-        self.collate = collate(pad_id)
+        self.train = SampleDataset(train)
+        self.val = SampleDataset(val[:val_samples])
+        self.collate = collate_fn
         self.micro_batch_size = micro_batch_size
         self.seed = seed
 

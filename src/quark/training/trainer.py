@@ -154,6 +154,8 @@ def quiet_libraries() -> None:
     # Lightning's hint on any machine with Slurm's client installed; Quark runs under srun
     # through hydra/launcher=slurm, and a run started by hand there is meant to run as it is
     warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
+    # step=align align=grpo keeps its prompt batches on the CPU (transfer_batch_to_device)
+    warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device`")
     # transformers imports DeepSpeed when installed; without CUDA it warns that it chose CPU
     if not _cuda_visible():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")

@@ -60,7 +60,7 @@ class RegressionSchema:
 @dataclass
 class EvaluateStepSchema:
     name: str = "evaluate"
-    # a pretrain or finetune run directory (its hf/ export), an optimize run (its export, in
+    # a pretrain, finetune or align run directory (its hf/ export), an optimize run (its export, in
     # its own runtime) or a Hugging Face model directory; null: the newest completed finetune
     # run of this experiment, else its newest pretrain run
     model_dir: str | None = None

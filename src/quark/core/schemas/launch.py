@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from quark.core.schemas.align import AlignSchema
 from quark.core.schemas.data import DataSchema
 from quark.core.schemas.export import ExportSchema
 from quark.core.schemas.fields import pattern, ranged
@@ -31,6 +32,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "trainer": TrainerSchema,
     "logger": LoggerSchema,
     "peft": PeftSchema,
+    "align": AlignSchema,
     "paths": PathsSchema,
     "pipeline": PipelineSchema,
     "export": ExportSchema,

@@ -10,7 +10,7 @@ from quark.core.schemas.fields import choice, pattern, ranged
 @dataclass
 class ServeStepSchema:
     name: str = "serve"
-    # a pretrain or finetune run directory (its hf/ export), an optimize run directory (its
+    # a pretrain, finetune or align run directory (its hf/ export), an optimize run directory (its
     # onnx_int8, onnx or hf export), a Hugging Face model directory, or an ONNX export directory
     # (model.onnx, config.json, tokenizer); null: the newest completed finetune run of this
     # experiment, else its newest completed pretrain run

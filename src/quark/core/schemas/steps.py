@@ -102,10 +102,42 @@ class FinetuneStepSchema:
 
 
 @dataclass
+class AlignStepSchema:
+    name: str = "align"
+    # a finetune or align run directory (its hf/) or a Hugging Face model directory; null: the
+    # newest completed finetune run
+    init_from: str | None = None
+    # DPO's frozen reference model (same tokenizer); null: the starting model
+    reference: str | None = None
+    # a directory holding train.jsonl and val.jsonl of {prompt, chosen, rejected} records;
+    # null: the newest completed data run of this experiment that holds them
+    data_dir: str | None = None
+    # Jinja chat template over `messages`; null: the one saved with the starting model
+    chat_template: str | None = None
+    system_prompt: str | None = None
+    stop_token: str = "<|end|>"
+    # tokens per conversation (prompt and answer): a longer one is an error, never cut
+    seq_len: int = ranged(64, ge=2)
+    max_steps: int = ranged(150, ge=1)
+    val_every_n_steps: int = ranged(50, ge=1)
+    # validation pairs for the loss and the reward accuracy (the same ones every time)
+    val_samples: int = ranged(200, ge=1)
+    checkpoint_every_n_steps: int = ranged(50, ge=1)
+    grad_clip: float = ranged(1.0, ge=0)
+    # null: start fresh; auto: continue the newest unfinished run of this config; or a .ckpt path
+    resume: str | None = None
+    # DPO: validation prompts whose greedy answer is checked against chosen, before and after
+    eval_samples: int = ranged(200, ge=1)
+    eval_batch_size: int = ranged(64, ge=1)
+    max_new_tokens: int = ranged(16, ge=1)
+    optim: OptimSchema = field(default_factory=OptimSchema)
+
+
+@dataclass
 class OptimizeStepSchema:
     name: str = "optimize"
-    # a pretrain or finetune run directory (its hf/ export is loaded) or a Hugging Face model
-    # directory; null: the newest completed finetune run of this experiment, else pretrain run
+    # a pretrain, finetune or align run directory (its hf/ export is loaded) or a Hugging Face
+    # model directory; null: the newest completed align, finetune, else pretrain run
     model_dir: str | None = None
     # a data run with token shards (its validation split checks the export); null: the data
     # run the model was trained on, else the newest completed one of this experiment
