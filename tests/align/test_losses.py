@@ -42,7 +42,9 @@ def _numbers(seed: int) -> SimpleNamespace:
     return SimpleNamespace(mask=mask, token_logps=token_logps, reference=reference)
 
 
-def _trl_dpo(numbers: SimpleNamespace, beta: float, loss_type: str) -> tuple[float, dict]:
+def _trl_dpo(
+    numbers: SimpleNamespace, beta: float, loss_type: str, sft_weight: float = 0.0
+) -> tuple[float, dict]:
     trainer = trl.DPOTrainer.__new__(trl.DPOTrainer)
     trainer.__dict__.update(
         model=SimpleNamespace(training=True),
@@ -51,8 +53,8 @@ def _trl_dpo(numbers: SimpleNamespace, beta: float, loss_type: str) -> tuple[flo
         ld_alpha=None,
         precompute_ref_logps=True,
         f_divergence_type="reverse_kl",
-        loss_types=[loss_type],
-        loss_weights=[1.0],
+        loss_types=[loss_type, *(["sft"] if sft_weight else [])],
+        loss_weights=[1.0, *([sft_weight] if sft_weight else [])],
         beta=beta,
         label_smoothing=0.0,
         use_weighting=False,
@@ -89,7 +91,10 @@ def _trl_dpo(numbers: SimpleNamespace, beta: float, loss_type: str) -> tuple[flo
 
 @pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
 @pytest.mark.parametrize("beta", [0.1, 0.5])
-def test_dpo_losses_and_rewards_agree_with_trl(loss_type: str, beta: float) -> None:
+@pytest.mark.parametrize("sft_weight", [0.0, 1.0])
+def test_dpo_losses_and_rewards_agree_with_trl(
+    loss_type: str, beta: float, sft_weight: float
+) -> None:
     numbers = _numbers(seed=int(beta * 10) + len(loss_type))
     logps = (numbers.token_logps * numbers.mask).sum(-1)
     tokens = numbers.mask.sum(-1)
@@ -105,8 +110,9 @@ def test_dpo_losses_and_rewards_agree_with_trl(loss_type: str, beta: float) -> N
         loss_type=loss_type,
         chosen_tokens=chosen_tokens,
         rejected_tokens=rejected_tokens,
+        sft_weight=sft_weight,
     )
-    theirs, metrics = _trl_dpo(numbers, beta, loss_type)
+    theirs, metrics = _trl_dpo(numbers, beta, loss_type, sft_weight)
     assert float(ours.loss) == pytest.approx(theirs, abs=1e-6)
     assert float(ours.loss) > 0
     assert float(ours.chosen_rewards.mean()) == pytest.approx(metrics["rewards/chosen"], abs=1e-6)

@@ -316,7 +316,8 @@ def test_bad_input_is_one_line_and_exit_2(
     cases = [
         (
             [f"step.model_dir={empty}"],
-            f"error: step.model_dir: {empty} is not a model (no config.json and weights); {allowed}",
+            f"error: step.model_dir: {empty} is not a model (no config.json with weights or "
+            f"model.onnx); {allowed}",
         ),
         (
             [f"step.model_dir={trained['data']['run_dir']}"],

@@ -42,9 +42,13 @@ def dpo_loss(
     loss_type: str,
     chosen_tokens: torch.Tensor,
     rejected_tokens: torch.Tensor,
+    sft_weight: float = 0.0,
 ) -> PreferenceLoss:
     """The DPO-family loss of a batch: each argument holds one number per pair (log-probs summed
-    over the answer's tokens; `*_tokens` count them, for IPO's per-token averages)."""
+    over the answer's tokens; `*_tokens` count them, for IPO's per-token averages).
+    `sft_weight` adds that many times the chosen answers' mean per-token negative
+    log-likelihood (RPO, Pang et al. 2024; TRL's loss_type "sft" with loss_weights): it keeps
+    the chosen answers likely while the margin grows."""
     chosen_ratio = policy_chosen - reference_chosen
     rejected_ratio = policy_rejected - reference_rejected
     delta = chosen_ratio - rejected_ratio
@@ -59,9 +63,10 @@ def dpo_loss(
         losses = (average - 1 / (2 * beta)) ** 2
     else:
         raise ValueError(f"unknown DPO loss type {loss_type!r}; allowed: {', '.join(LOSS_TYPES)}")
-    return PreferenceLoss(
-        losses.mean(), beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
-    )
+    loss = losses.mean()
+    if sft_weight:
+        loss = loss - sft_weight * policy_chosen.sum() / chosen_tokens.sum().clamp(min=1)
+    return PreferenceLoss(loss, beta * chosen_ratio.detach(), beta * rejected_ratio.detach())
 
 
 def bradley_terry_loss(

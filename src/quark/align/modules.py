@@ -117,10 +117,16 @@ class DPOObjective:
     metric_names: tuple[str, ...] = DPO_METRICS
 
     def __init__(
-        self, *, beta: float, loss_type: str, reference: torch.nn.Module | None = None
+        self,
+        *,
+        beta: float,
+        loss_type: str,
+        reference: torch.nn.Module | None = None,
+        sft_weight: float = 0.0,
     ) -> None:
         self.beta = beta
         self.loss_type = loss_type
+        self.sft_weight = sft_weight
         self.reference = reference.eval().requires_grad_(False) if reference is not None else None
 
     def to(self, device: torch.device) -> None:
@@ -152,6 +158,7 @@ class DPOObjective:
             loss_type=self.loss_type,
             chosen_tokens=chosen_tokens,
             rejected_tokens=rejected_tokens,
+            sft_weight=self.sft_weight,
         )
         margins = found.chosen_rewards - found.rejected_rewards
         return {

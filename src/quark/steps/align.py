@@ -257,7 +257,10 @@ def _dpo(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, float]:
     # 4. DPO: the policy against the reference, on the training core.
     model.train()  # from_pretrained gives eval mode, and Lightning keeps each module's mode
     objective = DPOObjective(
-        beta=float(method.beta), loss_type=str(method.loss_type), reference=reference
+        beta=float(method.beta),
+        loss_type=str(method.loss_type),
+        reference=reference,
+        sft_weight=float(method.sft_weight),
     )
     module = PreferenceModule(model, step.optim, objective)
     datamodule = SampleDataModule(

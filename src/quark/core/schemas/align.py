@@ -28,6 +28,8 @@ class AlignSchema:
     # dpo: how far the policy may move from the reference (higher: less far); grpo: the
     # weight of the KL penalty to the reference (0: no reference is loaded)
     beta: float = ranged(0.1, ge=0)
+    # dpo: weight of the chosen answers' negative log-likelihood added to the loss (RPO)
+    sft_weight: float = ranged(0.0, ge=0)
     # dpo: compute the reference's log-probs before training and free the reference model
     precompute_reference: bool = False
     # reward_model: weight of the mean squared reward added to the loss (0: none)
