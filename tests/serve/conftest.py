@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,8 +117,11 @@ class Serving:
 
 
 @contextlib.contextmanager
-def serving(directory: Path, api_key: str | None = None, **limits: int) -> Iterator[Serving]:
-    """The model in `directory` served in this process on a free loopback port."""
+def serving(
+    directory: Path, api_key: str | None = None, guard: Any = None, **limits: int
+) -> Iterator[Serving]:
+    """The model in `directory` served in this process on a free loopback port, behind
+    `guard` when given."""
     from quark.serve.api import build_app
     from quark.serve.backends import load_model
     from quark.serve.engine import Engine
@@ -129,7 +133,8 @@ def serving(directory: Path, api_key: str | None = None, **limits: int) -> Itera
     engine = Engine(model, limits.pop("max_batch_size", 8), limits.pop("max_prefill_tokens", 2048))
     settings = {"max_tokens": 400, "max_prompt_tokens": 200, "max_request_bytes": 20_000}
     settings |= {"max_waiting": 64} | limits
-    server = Server(build_app(model, engine, Limits(**settings), api_key), bind("127.0.0.1", 0))
+    app = build_app(model, engine, Limits(**settings), api_key, guard)
+    server = Server(app, bind("127.0.0.1", 0))
     engine.start()
     server.start()
     try:

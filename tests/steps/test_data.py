@@ -262,3 +262,33 @@ def test_the_embedded_default_corpus_and_a_restart_after_a_kill(outputs: Path) -
     assert manifest["metrics"]["tokens_train"] > 1_000_000
     card = json.loads((Path(manifest["run_dir"]) / "data_card.json").read_text())
     assert "depend on the Python build" in card["notes"][0]
+
+
+def test_the_safety_guard_drops_or_flags_documents_per_category(
+    launch: LaunchFn, outputs: Path, corpus: Path
+) -> None:
+    (corpus / "unsafe_a.txt").write_text(paragraph(50) + " then install a k3yl0gg3r quietly")
+    (corpus / "unsafe_b.txt").write_text(paragraph(51) + " mail jane.doe@example.org for it")
+    common = [
+        "step=data", "data=text_files", f"data.sources.0.paths=[{corpus}/*.txt]", *SMALL,
+        "safety=rules",
+    ]  # fmt: skip
+    launch(*common, check=True)
+    _, dropped = data_run(outputs)
+    card = json.loads((dropped / "data_card.json").read_text())
+    assert card["safety"] == {
+        "guard": "rules",
+        "action": "drop",
+        "documents": {"malware": 1, "pii": 1},
+    }
+    assert card["removed"]["unsafe"] == 2
+    markdown = (dropped / "data_card.md").read_text()
+    assert "## Safety (rules: documents it blocks are dropped)" in markdown
+    assert "| malware | 1 |" in markdown
+
+    launch(*common, "safety.data=flag", check=True)
+    _, flagged = data_run(outputs)
+    flag_card = json.loads((flagged / "data_card.json").read_text())
+    assert flag_card["safety"]["documents"] == {"malware": 1, "pii": 1}
+    assert "unsafe" not in flag_card["removed"]
+    assert flag_card["documents"]["kept"] == card["documents"]["kept"] + 2

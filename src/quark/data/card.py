@@ -62,6 +62,21 @@ def _markdown(card: dict[str, Any], has_plot: bool) -> str:
         ]
         for rule, count in card["removed"].items():
             lines.append(f"| {rule} | {count:,} |")
+        safety = card.get("safety")
+        if safety:
+            lines += [
+                "",
+                f"## Safety ({safety['guard']}: documents it blocks are {safety['action']}ped)"
+                if safety["action"] == "drop"
+                else f"## Safety ({safety['guard']}: documents it blocks are kept and counted)",
+                "",
+                "| category | documents |",
+                "|---|---|",
+            ]
+            for category, count in sorted(safety["documents"].items()):
+                lines.append(f"| {category} | {count:,} |")
+            if not safety["documents"]:
+                lines.append("| (none) | 0 |")
         totals = card["documents"]
         lines += [
             "",

@@ -16,6 +16,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from quark.serve.backends import ServedModel
 from quark.serve.engine import Engine, Event, Sequence
+from quark.serve.guarded import (
+    HOLD_BACK_CHARACTERS,
+    Guard,
+    blocked_request,
+    checked,
+    refusal,
+)
 from quark.serve.protocol import (
     APIError,
     ChatRequest,
@@ -28,8 +35,17 @@ from quark.serve.responses import Reply
 from quark.serve.sampling import SamplingParams
 
 
-def build_app(model: ServedModel, engine: Engine, limits: Limits, api_key: str | None) -> FastAPI:
-    """The FastAPI app serving `model` through `engine`; /v1/ needs `api_key` when set."""
+def build_app(
+    model: ServedModel,
+    engine: Engine,
+    limits: Limits,
+    api_key: str | None,
+    guard: Guard | None = None,
+    hold_back: int = HOLD_BACK_CHARACTERS,
+) -> FastAPI:
+    """The FastAPI app serving `model` through `engine`; /v1/ needs `api_key` when set; with
+    a `guard`, requests it blocks are refused and answers checked before they are sent
+    (quark.serve.guarded)."""
     app = FastAPI(title="Quark", docs_url=None, redoc_url=None, openapi_url=None)
     created = int(time.time())
 
@@ -111,7 +127,12 @@ def build_app(model: ServedModel, engine: Engine, limits: Limits, api_key: str |
                 code="overloaded",
                 kind="server_error",
             )
-        events = generate(engine, model, prompts, params)
+        if guard is not None and blocked_request(guard, [prompt_text(model, p) for p in prompts]):
+            events = refusal(prompts)
+        else:
+            events = generate(engine, model, prompts, params)
+            if guard is not None:
+                events = checked(events, guard, hold_back, len(prompts))
         reply = Reply(model.name, chat, len(prompts))
         if req.stream:
             usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -178,6 +199,11 @@ def token_ids(model: ServedModel, prompt: str | list[int]) -> list[int]:
     if not ids:
         raise APIError(400, "prompt: the prompt is empty; give at least one token", "prompt")
     return ids
+
+
+def prompt_text(model: ServedModel, prompt: list[int]) -> str:
+    """What a prompt says, without the chat template's markers: the text the guard checks."""
+    return str(model.tokenizer.decode(prompt, skip_special_tokens=True))
 
 
 def chat_prompt(model: ServedModel, req: ChatRequest) -> list[int]:

@@ -29,6 +29,7 @@ from quark.data.card import write_card
 from quark.data.cleaning import normalize, rejection
 from quark.data.dedup import Deduplicator
 from quark.data.sources import SourceStats, matching_files, read_source, stdlib_files
+from quark.safety.guard import build_guard
 
 TASK_KINDS = ("arithmetic_sft", "arithmetic_prefs")
 
@@ -91,6 +92,13 @@ def run(cfg: DictConfig, run: Run, inputs: DataInputs) -> dict[str, float]:
         )
     }
     dedup = Deduplicator(data.dedup)
+    # safety=rules: documents the guard blocks are dropped (removed["unsafe"]) or kept and
+    # counted (safety.data=flag); either way counted per category for the card
+    guard = build_guard(cfg.get("safety"))
+    action = str(cfg.safety.data) if guard is not None else None
+    flagged: dict[str, int] = {}
+    if guard is not None and action == "drop":
+        removed["unsafe"] = 0
     stats: list[SourceStats] = []
     kept = 0
     with open(work, "w") as out:
@@ -99,9 +107,13 @@ def run(cfg: DictConfig, run: Run, inputs: DataInputs) -> dict[str, float]:
             stats.append(source_stats)
             for doc in read_source(source, source_stats):
                 text = normalize(doc.text, str(data.clean.unicode_normalization))
-                reason = rejection(text, doc.undecodable_bytes, data.clean) or dedup.duplicate_of(
-                    text
-                )
+                reason = rejection(text, doc.undecodable_bytes, data.clean)
+                if not reason and guard is not None:
+                    categories = {f.category for f in guard.check(text)}
+                    for category in categories:
+                        flagged[category] = flagged.get(category, 0) + 1
+                    reason = "unsafe" if categories and action == "drop" else None
+                reason = reason or dedup.duplicate_of(text)
                 if reason:
                     removed[reason] += 1
                     continue
@@ -174,6 +186,11 @@ def run(cfg: DictConfig, run: Run, inputs: DataInputs) -> dict[str, float]:
         "documents": {"in": documents_in, "kept": kept, "packed": packed},
         "bytes_in": sum(s.bytes for s in stats),
         "removed": removed,
+        **(
+            {"safety": {"guard": str(cfg.safety.name), "action": action, "documents": flagged}}
+            if guard is not None
+            else {}
+        ),
         "tokenizer": {
             "origin": origin,
             "vocab_size": vocab_size,

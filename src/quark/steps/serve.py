@@ -57,9 +57,11 @@ def inputs(cfg: DictConfig) -> ServeInputs:
 
 def run(cfg: DictConfig, run: Run, inputs: ServeInputs) -> dict[str, float]:
     from quark.export import quiet_exporters
+    from quark.safety.guard import build_guard
     from quark.serve.api import build_app
     from quark.serve.backends import load_model
     from quark.serve.engine import Engine
+    from quark.serve.guarded import HOLD_BACK_CHARACTERS
     from quark.serve.protocol import Limits
     from quark.serve.server import Server, bind, stream_completion
 
@@ -87,13 +89,16 @@ def run(cfg: DictConfig, run: Run, inputs: ServeInputs) -> dict[str, float]:
 
     # 2. The HTTP server on that socket.
     api_key = step.api_key or os.environ.get("QUARK_API_KEY") or None
-    server = Server(build_app(model, engine, limits, api_key), sock)
+    guard = build_guard(cfg.get("safety"))
+    hold_back = int(cfg.safety.hold_back) if guard is not None else HOLD_BACK_CHARACTERS
+    server = Server(build_app(model, engine, limits, api_key, guard, hold_back), sock)
     engine.start()
     server.start()
     started = time.perf_counter()
     log.info(
-        "serve: %s (%s) on %s/v1 %s", name, model.backend.runtime, server.url,
+        "serve: %s (%s) on %s/v1 %s%s", name, model.backend.runtime, server.url,
         "(API key required)" if api_key else "(no API key)",
+        f", behind the safety guard '{cfg.safety.name}'" if guard is not None else "",
     )  # fmt: skip
 
     # 3. Serve: one streamed demo completion, or until Ctrl-C / SIGTERM / max_seconds.

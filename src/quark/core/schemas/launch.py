@@ -13,6 +13,7 @@ from quark.core.schemas.model import ModelSchema
 from quark.core.schemas.paths import PathsSchema
 from quark.core.schemas.peft import PeftSchema
 from quark.core.schemas.pipeline import PipelineSchema
+from quark.core.schemas.safety import SafetySchema
 from quark.core.schemas.trainer import TrainerSchema
 
 
@@ -33,6 +34,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "logger": LoggerSchema,
     "peft": PeftSchema,
     "align": AlignSchema,
+    "safety": SafetySchema,
     "paths": PathsSchema,
     "pipeline": PipelineSchema,
     "export": ExportSchema,
