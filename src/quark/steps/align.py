@@ -212,15 +212,11 @@ def _dpo(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, float]:
     )
     from quark.align.modules import DPOObjective, PreferenceModule
     from quark.core.run import process_rank
-    from quark.hpo.pruning import trial_callbacks
-    from quark.training.export import export_checkpoint
-    from quark.training.sft import SampleDataModule, load_chat_model
-    from quark.training.trainer import fit
+    from quark.training.sft import load_chat_model
 
-    step, method, trainer_cfg = cfg.step, cfg.align, cfg.trainer
-    device = (
-        "cuda" if trainer_cfg.accelerator == "gpu" else "cpu"
-    )  # where the reference log-probs are computed ahead
+    step, method = cfg.step, cfg.align
+    # where the reference's log-probs are computed ahead
+    device = "cuda" if cfg.trainer.accelerator == "gpu" else "cpu"
 
     # 1. The starting model (the policy) with its chat tokenizer, and the frozen reference.
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -263,36 +259,15 @@ def _dpo(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, float]:
         sft_weight=float(method.sft_weight),
     )
     module = PreferenceModule(model, step.optim, objective)
-    datamodule = SampleDataModule(
-        train,
-        val,
-        collate_preferences(chat.pad_id),
-        int(trainer_cfg.micro_batch_size),
-        int(cfg.seed),
-        int(step.val_samples),
-    )
-    fitted = fit(
-        cfg,
-        run,
-        module,
-        datamodule,
-        tokens_per_sample=_pair_tokens(train),
-        callbacks=trial_callbacks(),
-    )
+    collate = collate_preferences(chat.pad_id)
+    fitted = _fit(cfg, run, module, train, val, collate, tokens_per_sample=_pair_tokens(train))
     if not fitted.trainer.is_global_zero:
         return {}  # rank 0 exports and records
 
-    # 5. hf/: the aligned model, rebuilt from the checkpoint (sharded strategies hold shards),
-    # reloaded and asked the same prompts.
-    hf_dir = run.dir / "hf"
-    sample = torch.tensor([val[0].chosen.input_ids])
-    exported = export_checkpoint(fitted.last_checkpoint, model.config, hf_dir, tokenizer, sample)
-    chat.generation_config.save_pretrained(hf_dir)  # generate() stops where answers end
-    run.add_output("hf")
-    after, answers_after = accuracy(AutoModelForCausalLM.from_pretrained(hf_dir))
+    # 5. hf/: the aligned model, rebuilt from the checkpoint, reloaded and asked again.
+    exported, aligned = _export_policy(run, fitted, chat, val[0].chosen.input_ids)
+    after, answers_after = accuracy(aligned)
     _write_answers(run, conversations, references, answers_before, answers_after)
-    run.add_output("checkpoints")
-    run.add_output(Path("logs") / "metrics.csv")
     validation = fitted.validation
     return {
         "val_accuracy_before": before,
@@ -318,12 +293,10 @@ def _reward_model(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, f
         encode_preferences,
     )
     from quark.align.modules import PreferenceModule, RewardObjective, measure
-    from quark.hpo.pruning import trial_callbacks
     from quark.training.export import export_checkpoint
-    from quark.training.sft import SampleDataModule, load_chat_tokenizer
-    from quark.training.trainer import fit
+    from quark.training.sft import load_chat_tokenizer
 
-    step, method, trainer_cfg = cfg.step, cfg.align, cfg.trainer
+    step, method = cfg.step, cfg.align
 
     # 1. The starting model with a one-number head, read at the last token before padding.
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -352,22 +325,8 @@ def _reward_model(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, f
 
     # 3. Bradley-Terry on chosen vs rejected, on the training core.
     model.train()
-    datamodule = SampleDataModule(
-        train,
-        val,
-        collate,
-        int(trainer_cfg.micro_batch_size),
-        int(cfg.seed),
-        int(step.val_samples),
-    )
-    fitted = fit(
-        cfg,
-        run,
-        PreferenceModule(model, step.optim, objective),
-        datamodule,
-        tokens_per_sample=_pair_tokens(train),
-        callbacks=trial_callbacks(),
-    )
+    module = PreferenceModule(model, step.optim, objective)
+    fitted = _fit(cfg, run, module, train, val, collate, tokens_per_sample=_pair_tokens(train))
     if not fitted.trainer.is_global_zero:
         return {}
 
@@ -385,8 +344,6 @@ def _reward_model(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, f
     reloaded = AutoModelForSequenceClassification.from_pretrained(reward_dir)
     after = measure(reloaded, objective, val[: int(step.val_samples)], collate, batch_size)
     run.add_output("reward_model")
-    run.add_output("checkpoints")
-    run.add_output(Path("logs") / "metrics.csv")
     return {
         "val_accuracy_before": before["accuracy"],
         "val_accuracy": after["accuracy"],
@@ -404,16 +361,13 @@ def _grpo(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from quark.align.modules import GRPOModule, GRPOSettings, PromptSample
+    from quark.align.modules import GRPOModule, GRPOSettings
     from quark.align.rewards import load_reward
     from quark.core.run import process_rank
     from quark.data.prompts import read_prompts
-    from quark.hpo.pruning import trial_callbacks
-    from quark.training.export import export_checkpoint
-    from quark.training.sft import SampleDataModule, load_chat_model
-    from quark.training.trainer import fit
+    from quark.training.sft import load_chat_model
 
-    step, method, trainer_cfg = cfg.step, cfg.align, cfg.trainer
+    step, method = cfg.step, cfg.align
 
     # 1. The reward, the starting model (the policy) with its chat tokenizer, and the frozen
     # reference the KL penalty is measured against (none when beta is 0).
@@ -443,24 +397,7 @@ def _grpo(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, float]:
         )
         for split in ("train", "val")
     ]
-    rendered = [
-        [
-            tokenizer.apply_chat_template(
-                list(r.conversation), add_generation_prompt=True, tokenize=False
-            )
-            for r in records
-        ]
-        for records in splits
-    ]
-    train, val = (
-        [
-            PromptSample(r, list(ids))
-            for r, ids in zip(
-                records, tokenizer(texts, add_special_tokens=False)["input_ids"], strict=True
-            )
-        ]
-        for records, texts in zip(splits, rendered, strict=True)
-    )
+    train, val = (_prompt_samples(tokenizer, records) for records in splits)
     _check_prompt_lengths(train + val, int(step.seq_len), int(step.max_new_tokens))
 
     # 3. Exact match of the greedy answer against the record's answer, before training.
@@ -494,34 +431,17 @@ def _grpo(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, float]:
         stop_ids=chat.stop_ids,
         pad_id=chat.pad_id,
     )
-    datamodule = SampleDataModule(
-        train, val, list, int(trainer_cfg.micro_batch_size), int(cfg.seed), int(step.val_samples)
-    )
     prompt_tokens = sum(len(s.prompt_ids) for s in train) / len(train)
-    fitted = fit(
-        cfg,
-        run,
-        module,
-        datamodule,
-        tokens_per_sample=round(
-            (prompt_tokens + settings.max_new_tokens) * settings.num_generations
-        ),
-        callbacks=trial_callbacks(),
-    )
+    per_step = (prompt_tokens + settings.max_new_tokens) * settings.num_generations
+    fitted = _fit(cfg, run, module, train, val, list, tokens_per_sample=round(per_step))
     if not fitted.trainer.is_global_zero:
         return {}
 
     # 5. hf/: the trained policy, rebuilt from the checkpoint, reloaded and asked again.
-    hf_dir = run.dir / "hf"
-    sample = torch.tensor([val[0].prompt_ids])
-    exported = export_checkpoint(fitted.last_checkpoint, model.config, hf_dir, tokenizer, sample)
-    chat.generation_config.save_pretrained(hf_dir)
-    run.add_output("hf")
-    after, answers_after = accuracy(AutoModelForCausalLM.from_pretrained(hf_dir))
+    exported, trained = _export_policy(run, fitted, chat, val[0].prompt_ids)
+    after, answers_after = accuracy(trained)
     if eval_samples:
         _write_answers(run, conversations, references, answers_before, answers_after)
-    run.add_output("checkpoints")
-    run.add_output(Path("logs") / "metrics.csv")
     validation = fitted.validation
     accuracies = {"val_accuracy_before": before, "val_accuracy": after} if eval_samples else {}
     return {
@@ -531,6 +451,77 @@ def _grpo(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, float]:
         "train_seconds": fitted.seconds,
         **exported,
     }
+
+
+def _fit(
+    cfg: DictConfig,
+    run: Run,
+    module: Any,
+    train: Sequence[Any],
+    val: Sequence[Any],
+    collate: Callable[[list[Any]], Any],
+    *,
+    tokens_per_sample: int,
+) -> Any:
+    """`module` trained on in-memory samples batched by `collate` (the training core's fit:
+    resume, checkpoints, final validation); checkpoints/ and logs/metrics.csv recorded."""
+    from quark.hpo.pruning import trial_callbacks
+    from quark.training.sft import SampleDataModule
+    from quark.training.trainer import fit
+
+    datamodule = SampleDataModule(
+        train,
+        val,
+        collate,
+        int(cfg.trainer.micro_batch_size),
+        int(cfg.seed),
+        int(cfg.step.val_samples),
+    )
+    fitted = fit(
+        cfg,
+        run,
+        module,
+        datamodule,
+        tokens_per_sample=tokens_per_sample,
+        callbacks=trial_callbacks(),  # pruning, when this job is a trial of an Optuna study
+    )
+    if fitted.trainer.is_global_zero:
+        run.add_output("checkpoints")
+        run.add_output(Path("logs") / "metrics.csv")
+    return fitted
+
+
+def _export_policy(run: Run, fitted: Any, chat: Any, sample_ids: list[int]) -> tuple[dict, Any]:
+    """hf/: the trained causal LM rebuilt from the last checkpoint (sharded strategies hold
+    shards), with the chat tokenizer and a generation config that stops where answers end;
+    the export's checks, and the export reloaded (what gets asked after training)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from quark.training.export import export_checkpoint
+
+    hf_dir = run.dir / "hf"
+    sample = torch.tensor([sample_ids])
+    exported = export_checkpoint(
+        fitted.last_checkpoint, chat.model.config, hf_dir, chat.tokenizer, sample
+    )
+    chat.generation_config.save_pretrained(hf_dir)
+    run.add_output("hf")
+    return exported, AutoModelForCausalLM.from_pretrained(hf_dir)
+
+
+def _prompt_samples(tokenizer: Any, records: Sequence[Any]) -> list[Any]:
+    """Each record with its conversation's token ids, rendered up to the assistant's turn."""
+    from quark.align.modules import PromptSample
+
+    texts = [
+        tokenizer.apply_chat_template(
+            list(r.conversation), add_generation_prompt=True, tokenize=False
+        )
+        for r in records
+    ]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [PromptSample(r, list(i)) for r, i in zip(records, ids, strict=True)]
 
 
 def _check_prompt_lengths(samples: list[Any], seq_len: int, new_tokens: int) -> None:
