@@ -110,3 +110,34 @@ def test_nothing_of_a_phrase_up_to_the_window_is_sent() -> None:
     # a window shorter than the phrase lets its start through: the documented limit
     short = asyncio.run(collect(window=2))
     assert "pi" in "".join(e.text for e in short) and short[-1].finish_reason == CONTENT_FILTER
+
+
+def test_each_token_checks_a_bounded_tail_and_the_end_checks_the_whole_answer() -> None:
+    from quark.serve.guarded import CHECKED_WINDOWS
+
+    class Counting:
+        def __init__(self, inner: RuleGuard) -> None:
+            self.inner, self.lengths = inner, []
+
+        def check(self, text: str) -> list:
+            self.lengths.append(len(text))
+            return self.inner.check(text)
+
+    async def pieces(parts: list[str]) -> AsyncIterator[Event]:
+        for piece in parts:
+            yield Event(0, piece)
+        yield Event(0, "", "stop")
+
+    async def collect(guard: Counting, parts: list[str], window: int) -> list[Event]:
+        return [e async for e in checked(pieces(parts), guard, window=window)]
+
+    # a long clean answer: every check but the last sees at most the checked tail
+    counting = Counting(RuleGuard.from_lists({"weapons": ["pipe bomb"]}, patterns=False))
+    sent = asyncio.run(collect(counting, ["0123456789"] * 100, window=9))
+    assert "".join(e.text for e in sent) == "0123456789" * 100 and sent[-1].finish_reason == "stop"
+    assert max(counting.lengths[:-1]) <= CHECKED_WINDOWS * 9 + 10
+    assert counting.lengths[-1] == 1000
+    # a phrase longer than the checked tail, one character at a time: caught at the end
+    counting = Counting(RuleGuard.from_lists({"weapons": ["pipe bomb"]}, patterns=False))
+    sent = asyncio.run(collect(counting, list("so, a pipe bomb"), window=1))
+    assert sent[-1].finish_reason == CONTENT_FILTER

@@ -3,11 +3,15 @@ checked before any of their text leaves the server.
 
 A refusal is an ordinary OpenAI response whose choices end with finish_reason
 "content_filter" and hold no text (streamed: the role chunk, then that finish). An answer is
-streamed with its last `window` characters held back: the whole answer so far is checked at
-every token, and only text that is `window` characters behind the newest passes, so a
-phrase or pattern up to `window` characters long is caught before any of it is sent. When
-the check blocks, the choice ends there with "content_filter" and what was held back is
-dropped.
+streamed with its last `window` characters held back, and only text that is `window`
+characters behind the newest passes, so a phrase or pattern up to `window` characters long is
+caught before any of it is sent. When the check blocks, the choice ends there with
+"content_filter" and what was held back is dropped.
+
+Every earlier prefix was checked and found clean, so a new match ends in the new text: at each
+token only the answer's last CHECKED_WINDOWS x `window` characters are checked (the cost of a
+token stays flat however long the answer grows), and the whole answer once more before its
+end is released.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ CONTENT_FILTER = "content_filter"
 # longer than every built-in pattern's usual match (keys, card numbers, private key headers)
 # and every phrase of the shipped word lists
 HOLD_BACK_CHARACTERS = 64
+# how many hold-back windows of an answer's end are checked at each token: room for matches
+# (a base64 run, say) several windows long
+CHECKED_WINDOWS = 4
 
 
 class Guard(Protocol):
@@ -59,7 +66,8 @@ async def checked(
                 continue  # the sequence runs to its end; nothing more of it is sent
             held[index] = held.get(index, "") + event.text
             so_far = sent.get(index, "") + held[index]
-            if guard.check(so_far):
+            tail = so_far[-(CHECKED_WINDOWS * window + len(event.text)) :]
+            if guard.check(so_far if event.finish_reason is not None else tail):
                 blocked.add(index)
                 yield Event(
                     index,
