@@ -95,9 +95,10 @@ class PreferenceModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        pairs = batch["input_ids"].size(0) // 2
+        # a batch holds two rows (chosen, rejected) per pair; a classifier's, one per text
+        samples = batch["input_ids"].size(0) // getattr(self.objective, "rows_per_sample", 2)
         for name, value in self.objective(self.model, batch).items():
-            self._metric(name).update(value.detach().float(), weight=pairs)
+            self._metric(name).update(value.detach().float(), weight=samples)
 
     def on_validation_epoch_end(self) -> None:
         for name in self.objective.metric_names:

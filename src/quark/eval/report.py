@@ -46,6 +46,8 @@ class Report:
     comparisons: list[Comparison] = field(default_factory=list)
     baseline: str | None = None
     plots: dict[str, Path] = field(default_factory=dict)  # caption -> PNG
+    # caption -> (header, rows): breakdowns a step adds (the red team's, say)
+    tables: dict[str, tuple[list[str], list[list[Any]]]] = field(default_factory=dict)
 
 
 def loss_curves(metrics_csv: Path, out: Path) -> Path | None:
@@ -126,6 +128,9 @@ def write_html(path: Path, report: Report) -> None:
             for c in report.comparisons
         ]
         header = ["metric", "this run", "baseline", "change", "tolerance", "better", ""]
+        parts.append(_table(header, rows))
+    for caption, (header, rows) in report.tables.items():
+        parts.append(f"<h2>{_e(caption)}</h2>")
         parts.append(_table(header, rows))
     for caption, png in report.plots.items():
         encoded = base64.b64encode(png.read_bytes()).decode("ascii")

@@ -8,8 +8,8 @@ per category, matched on the text as written and on the forms an attacker hides 
               prompt_injection, ...), whole words, any case
 
 Before the word lists are matched, the text is also read with leetspeak undone ("h4ck" ->
-"hack") and with every base64 run of 16 or more characters decoded, so that the simplest
-encodings do not slip past. A finding says which form it was found in.
+"hack") and with every base64 run of 16 or more characters decoded (and what that holds, up
+to three levels), so that the simplest encodings do not slip past. A finding says which form it was found in.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ LEET = str.maketrans(
     {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
 )
 BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
+# levels of base64 inside base64 that are decoded
+DECODE_DEPTH = 3
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,9 @@ class RuleGuard:
                     found.append(finding)
         return found
 
+    def check_request(self, text: str) -> list[Finding]:
+        return self.check(text)  # the rules read requests and answers alike
+
     def _match(self, text: str, form: str) -> list[Finding]:
         found = []
         for rule in self.rules:
@@ -151,13 +156,16 @@ class RuleGuard:
         return found
 
 
-def _decoded(text: str) -> list[tuple[str, str]]:
+def _decoded(text: str, depth: int = 0) -> list[tuple[str, str]]:
     """The other readings of `text`: leetspeak undone, and each base64 run that decodes to
-    printable text."""
+    printable text, read again in turn (base64 of base64, up to DECODE_DEPTH levels: the
+    adaptive red team found a second layer was enough to pass one level of decoding)."""
     forms = []
     unleet = text.translate(LEET)
     if unleet != text:
         forms.append(("leetspeak", unleet))
+    if depth >= DECODE_DEPTH:
+        return forms
     for run in BASE64_RUN.findall(text):
         try:
             decoded = base64.b64decode(run + "=" * (-len(run) % 4), validate=True).decode("utf-8")
@@ -165,6 +173,7 @@ def _decoded(text: str) -> list[tuple[str, str]]:
             continue
         if decoded.isprintable() or all(c.isprintable() or c.isspace() for c in decoded):
             forms.append(("base64", decoded))
+            forms += [("base64", inner) for _, inner in _decoded(decoded, depth + 1)]
     return forms
 
 

@@ -32,12 +32,16 @@ CHECKED_WINDOWS = 4
 
 
 class Guard(Protocol):
+    """quark.safety.guard.SafetyGuard, or a RuleGuard: what a request or an answer holds."""
+
+    def check_request(self, text: str) -> list[Finding]: ...
+
     def check(self, text: str) -> list[Finding]: ...
 
 
 def blocked_request(guard: Guard, texts: list[str]) -> list[Finding]:
     """What the guard finds in a request's prompts or messages (empty: let it through)."""
-    return [finding for text in texts for finding in guard.check(text)]
+    return [finding for text in texts for finding in guard.check_request(text)]
 
 
 async def refusal(prompts: list[list[int]]) -> AsyncGenerator[Event, None]:

@@ -35,6 +35,7 @@ from omegaconf import DictConfig
 from quark.core.console import print_run_summary
 from quark.core.errors import ConfigError
 from quark.core.run import Run
+from quark.data.labelled import holds_labelled
 from quark.data.preferences import holds_preferences
 from quark.data.prompts import holds_prompts
 from quark.lineage.finding import find_run, missing
@@ -57,6 +58,10 @@ PROMPTS_ALLOWED = (
     "make one with: python launch.py step=data data=arithmetic_sft, or give a directory "
     "holding train.jsonl and val.jsonl of records with a prompt and the fields the reward reads"
 )
+LABELLED_ALLOWED = (
+    "make one with: python launch.py step=data data=safety_requests, or give a directory "
+    "holding train.jsonl and val.jsonl of text/label records"
+)
 REWARD_MODEL_ALLOWED = (
     "train one with: python launch.py step=align align=reward_model, or give its run directory "
     "or a directory AutoModelForSequenceClassification loads"
@@ -76,6 +81,7 @@ class AlignInputs:
     data_dir: Path
     chat_template: str
     reward_model_dir: Path | None = None
+    extra: tuple[Path, ...] = ()  # safety_classifier: more labelled training files
 
     def recorded(self) -> dict[str, Path]:
         found = {"model": self.model.source, "data": self.data_dir}
@@ -83,6 +89,7 @@ class AlignInputs:
             found["reference"] = self.reference.source
         if self.reward_model_dir is not None:
             found["reward_model"] = self.reward_model_dir
+        found |= {f"extra_train_{i}": path for i, path in enumerate(self.extra)}
         return found
 
 
@@ -92,8 +99,11 @@ def inputs(cfg: DictConfig) -> AlignInputs:
     model) and the pairs (step.data_dir, else the data run handed over, else the newest
     completed data run of preference pairs)."""
     step = cfg.step
+    # a classifier needs no chat: a pretrained model is a start as good
+    classifier = cfg.align.name == "safety_classifier"
     source = find_run(
-        cfg, ("finetune",), key="step.init_from", handed_steps=("align", "finetune"),
+        cfg, ("finetune", "pretrain") if classifier else ("finetune",), key="step.init_from",
+        handed_steps=("align", "finetune", "pretrain") if classifier else ("align", "finetune"),
         allowed=INIT_FROM_ALLOWED,
     )  # fmt: skip
     if source is None:
@@ -108,6 +118,8 @@ def inputs(cfg: DictConfig) -> AlignInputs:
     reference = model
     if step.reference:
         reference = locate_model(Path(str(step.reference)), "step.reference", REFERENCE_ALLOWED)
+    if classifier:
+        return AlignInputs(model, reference, _labelled_dir(cfg), "", extra=_extra_train(cfg))
     template = str(step.chat_template) if step.chat_template else chat_template_of(model.directory)
     if template is None:
         raise ConfigError(
@@ -130,6 +142,38 @@ def inputs(cfg: DictConfig) -> AlignInputs:
             PREFERENCES_ALLOWED,
         )
     return AlignInputs(model, reference, data_dir, template)
+
+
+def _labelled_dir(cfg: DictConfig) -> Path:
+    """The classifier's labelled texts: step.data_dir, else the data run handed over, else the
+    newest data run holding them (data=safety_requests)."""
+    data_dir = find_run(cfg, ("data",), key="step.data_dir", holds=holds_labelled)
+    if data_dir is None:
+        raise missing(cfg, "step.data_dir", "data run of labelled texts", LABELLED_ALLOWED)
+    if not holds_labelled(data_dir):
+        raise ConfigError(
+            "step.data_dir",
+            f"{data_dir} holds no labelled splits (train.jsonl, val.jsonl with text and label)",
+            LABELLED_ALLOWED,
+        )
+    return data_dir
+
+
+def _extra_train(cfg: DictConfig) -> tuple[Path, ...]:
+    """align.extra_train: labelled files added to the training split (the bypasses an
+    adaptive red-team run found, say), each of which must exist."""
+    found = []
+    for index, name in enumerate(cfg.align.extra_train or []):
+        path = Path(str(name)).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"align.extra_train.{index}",
+                f"{path} is not a file",
+                "give JSONL files of {text, label} records, e.g. an evaluate run's "
+                "red_team/bypasses.jsonl",
+            )
+        found.append(path)
+    return tuple(found)
 
 
 def _prompts_dir(cfg: DictConfig) -> Path:
@@ -183,7 +227,12 @@ def run(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, float]:
     quiet_libraries()
     check_layout(cfg)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    recipes = {"dpo": _dpo, "reward_model": _reward_model, "grpo": _grpo}
+    recipes = {
+        "dpo": _dpo,
+        "reward_model": _reward_model,
+        "grpo": _grpo,
+        "safety_classifier": _safety_classifier,
+    }
     metrics = recipes[str(cfg.align.name)](cfg, run, inputs)
     if metrics:
         print_run_summary(
@@ -192,6 +241,7 @@ def run(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, float]:
             {
                 "hf export": run.dir / "hf",
                 "reward model": run.dir / "reward_model",
+                "safety classifier": run.dir / "classifier",
                 "answers": run.dir / "val_answers.jsonl",
                 "checkpoint": run.dir / "checkpoints" / "last.ckpt",
             },
@@ -307,6 +357,7 @@ def _reward_model(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, f
     pad_id = next(
         i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, stop_id) if i is not None
     )
+    _expect_new_head()
     model = AutoModelForSequenceClassification.from_pretrained(
         str(inputs.model.directory), num_labels=1, dtype=torch.float32
     )
@@ -451,6 +502,139 @@ def _grpo(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, float]:
         "train_seconds": fitted.seconds,
         **exported,
     }
+
+
+def _safety_classifier(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, float]:
+    from functools import partial
+
+    import lightning as L
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from quark.align.modules import PreferenceModule
+    from quark.data.labelled import read_labelled
+    from quark.safety.classifier import (
+        ClassifierObjective,
+        classifier_metrics,
+        collate_texts,
+        encode_labelled,
+    )
+    from quark.training.export import export_checkpoint
+    from quark.training.sft import check_lengths
+
+    step, method = cfg.step, cfg.align
+
+    # 1. The labelled texts: train (with align.extra_train), val, and test when there is one
+    # (data=safety_requests: templates never trained on).
+    def read(path: Path, key: str) -> list[Any]:
+        return read_labelled(path, key=key, allowed=LABELLED_ALLOWED)
+
+    splits = {
+        "train": read(inputs.data_dir / "train.jsonl", "step.data_dir"),
+        "val": read(inputs.data_dir / "val.jsonl", "step.data_dir"),
+    }
+    for index, path in enumerate(inputs.extra):
+        splits["train"] += read(path, f"align.extra_train.{index}")
+    if (inputs.data_dir / "test.jsonl").is_file():
+        splits["test"] = read(inputs.data_dir / "test.jsonl", "step.data_dir")
+    labels = _classifier_labels(splits, str(method.benign_label), inputs.data_dir)
+
+    # 2. The starting model with a head of one logit per label, read at the last token.
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    _expect_new_head()
+    tokenizer = AutoTokenizer.from_pretrained(str(inputs.model.directory))
+    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(inputs.model.directory),
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        dtype=torch.float32,
+    )
+    model.config.pad_token_id = pad_id
+    label_ids = {label: i for i, label in enumerate(labels)}
+    encoded = {
+        split: encode_labelled(
+            tokenizer, [t.text for t in texts], [label_ids[t.label] for t in texts]
+        )
+        for split, texts in splits.items()
+    }
+    for split, samples in encoded.items():
+        check_lengths(samples, int(step.seq_len), split)
+
+    # 3. Cross-entropy on the training core; the guard's measures before and after.
+    benign, threshold = label_ids[str(method.benign_label)], float(method.threshold)
+    measure = partial(
+        classifier_metrics, pad_id=pad_id, benign=benign, threshold=threshold,
+        batch_size=int(step.eval_batch_size),
+    )  # fmt: skip
+    held_out = "test" if "test" in encoded else "val"
+    before = measure(model, encoded[held_out])
+    model.train()
+    module = PreferenceModule(
+        model, step.optim, ClassifierObjective(benign=benign, threshold=threshold)
+    )
+    tokens = sum(len(s.input_ids) for s in encoded["train"]) / len(encoded["train"])
+    fitted = _fit(cfg, run, module, encoded["train"], encoded["val"], collate_texts(pad_id),
+                  tokens_per_sample=max(1, round(tokens)))  # fmt: skip
+    if not fitted.trainer.is_global_zero:
+        return {}
+
+    # 4. classifier/: what AutoModelForSequenceClassification (and safety=classifier) loads,
+    # measured again on every split it was not trained on.
+    classifier_dir = run.dir / "classifier"
+    sample = torch.tensor([encoded["val"][0].input_ids])
+    exported = export_checkpoint(
+        fitted.last_checkpoint, model.config, classifier_dir, tokenizer, sample,
+        model_class=AutoModelForSequenceClassification,
+    )  # fmt: skip
+    run.add_output("classifier")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(classifier_dir)
+    metrics = {f"{held_out}_{name}_before": value for name, value in before.items()}
+    for split in [s for s in ("val", "test") if s in encoded]:
+        after = measure(reloaded, encoded[split])
+        metrics |= {f"{split}_{name}": value for name, value in after.items()}
+    return {
+        **dict(sorted(metrics.items(), key=lambda item: not item[0].startswith(held_out))),
+        "train_loss": fitted.train_loss,
+        "steps": float(fitted.trainer.global_step),
+        "train_seconds": fitted.seconds,
+        **exported,
+    }
+
+
+def _expect_new_head() -> None:
+    """A sequence-classification head on a causal LM is new by design: transformers' report of
+    a missing head and an unused lm_head would only alarm."""
+    logging.getLogger("transformers.utils.loading_report").setLevel(logging.ERROR)
+    logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
+
+
+def _classifier_labels(splits: dict[str, list[Any]], benign: str, data_dir: Path) -> list[str]:
+    """The labels, the benign one first; every label of val and test must be trained on."""
+    trained = {t.label for t in splits["train"]}
+    if benign not in trained:
+        raise ConfigError(
+            "align.benign_label",
+            f"'{benign}' is not a label of {data_dir / 'train.jsonl'} (it has: "
+            f"{', '.join(sorted(trained))})",
+            "set align.benign_label to the label of safe texts",
+        )
+    if len(trained) < 2:
+        raise ConfigError(
+            "step.data_dir", f"{data_dir / 'train.jsonl'} has only the label '{benign}'",
+            "label unsafe texts too",
+        )  # fmt: skip
+    for split in ("val", "test"):
+        unknown = {t.label for t in splits.get(split, [])} - trained
+        if unknown:
+            raise ConfigError(
+                "step.data_dir",
+                f"{data_dir / (split + '.jsonl')} has labels no training text has: "
+                f"{', '.join(sorted(unknown))}",
+                "give every label training examples",
+            )
+    return [benign, *sorted(trained - {benign})]
 
 
 def _fit(

@@ -29,9 +29,9 @@ from quark.data.card import write_card
 from quark.data.cleaning import normalize, rejection
 from quark.data.dedup import Deduplicator
 from quark.data.sources import SourceStats, matching_files, read_source, stdlib_files
-from quark.safety.guard import build_guard
+from quark.safety.guard import build_guard, classifier_dir
 
-TASK_KINDS = ("arithmetic_sft", "arithmetic_prefs")
+TASK_KINDS = ("arithmetic_sft", "arithmetic_prefs", "safety_requests")
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,11 @@ class DataInputs:
 
     sources: dict[str, Path | dict[str, Any]]
     tokenizer: Path | None
+    classifier: Path | None = None  # safety=classifier's model
 
     def recorded(self) -> dict[str, Path | dict[str, Any]]:
-        return self.sources | ({"tokenizer": self.tokenizer} if self.tokenizer else {})
+        found = self.sources | ({"tokenizer": self.tokenizer} if self.tokenizer else {})
+        return found | ({"safety_classifier": self.classifier} if self.classifier else {})
 
 
 def inputs(cfg: DictConfig) -> DataInputs:
@@ -69,7 +71,7 @@ def inputs(cfg: DictConfig) -> DataInputs:
 
         load_tokenizer(str(cfg.data.tokenizer.path))  # a clear error now if it is not one
         tokenizer = Path(str(cfg.data.tokenizer.path)).expanduser()
-    return DataInputs(found, tokenizer)
+    return DataInputs(found, tokenizer, classifier_dir(cfg))
 
 
 def run(cfg: DictConfig, run: Run, inputs: DataInputs) -> dict[str, float]:
@@ -92,9 +94,9 @@ def run(cfg: DictConfig, run: Run, inputs: DataInputs) -> dict[str, float]:
         )
     }
     dedup = Deduplicator(data.dedup)
-    # safety=rules: documents the guard blocks are dropped (removed["unsafe"]) or kept and
+    # safety=rules or classifier: documents the guard blocks are dropped (removed["unsafe"]) or kept and
     # counted (safety.data=flag); either way counted per category for the card
-    guard = build_guard(cfg.get("safety"))
+    guard = build_guard(cfg.get("safety"), inputs.classifier)
     action = str(cfg.safety.data) if guard is not None else None
     flagged: dict[str, int] = {}
     if guard is not None and action == "drop":
@@ -109,7 +111,7 @@ def run(cfg: DictConfig, run: Run, inputs: DataInputs) -> dict[str, float]:
                 text = normalize(doc.text, str(data.clean.unicode_normalization))
                 reason = rejection(text, doc.undecodable_bytes, data.clean)
                 if not reason and guard is not None:
-                    categories = {f.category for f in guard.check(text)}
+                    categories = {f.category for f in guard.check_document(text)}
                     for category in categories:
                         flagged[category] = flagged.get(category, 0) + 1
                     reason = "unsafe" if categories and action == "drop" else None
@@ -278,6 +280,8 @@ def _corpus_record(key: str, kind: str, root: Path | None, files: list[Path]) ->
 
 
 def _task_set(cfg: DictConfig, run: Run) -> dict[str, float]:
+    if cfg.data.kind == "safety_requests":
+        return _safety_requests(cfg, run)
     from quark.data.tasks import ArithmeticSpec, expressions, preference_records, sft_records
 
     task = cfg.data.task
@@ -314,3 +318,38 @@ def _task_set(cfg: DictConfig, run: Run) -> dict[str, float]:
     for path in write_card(run.dir, card, None, 1):
         run.add_output(path)
     return {f"examples_{split}": float(count) for split, count in counts.items()}
+
+
+def _safety_requests(cfg: DictConfig, run: Run) -> dict[str, float]:
+    """The labelled requests of quark.safety.requests, split by template: {text, label,
+    template} per line, and a card counting each split's labels."""
+    from collections import Counter
+
+    from quark.safety.requests import SPLITS, generated_splits, template_splits
+
+    task = cfg.data.task
+    asked = {split: int(task[split]) for split in SPLITS}
+    held_out, seed = float(task.held_out_templates), int(cfg.seed)
+    splits = generated_splits(asked, held_out, seed)
+    for split, requests in splits.items():
+        path = run.path(f"{split}.jsonl")
+        with open(path, "w") as out:
+            for request in requests:
+                out.write(json.dumps(request.record()) + "\n")
+        run.add_output(path)
+    card = {
+        "name": str(cfg.data.name),
+        "kind": str(cfg.data.kind),
+        "notes": [
+            f"generated from seed {seed}; templates split {template_splits(held_out, seed)}: "
+            "no val or test template is in train"
+        ],
+        "splits": {split: len(requests) for split, requests in splits.items()},
+        "labels": {
+            split: dict(sorted(Counter(r.label for r in requests).items()))
+            for split, requests in splits.items()
+        },
+    }
+    for path in write_card(run.dir, card, None, 1):
+        run.add_output(path)
+    return {f"examples_{split}": float(len(requests)) for split, requests in splits.items()}

@@ -37,6 +37,10 @@ from quark.lineage.models import ModelLocation, find_model, has_chat_template
 from quark.models.hf import check_seq_len
 
 HEADLINE = ("exact_match", "perplexity")
+RED_TEAM_DATA_ALLOWED = (
+    "give a data=safety_requests run or a directory with train.jsonl, val.jsonl and test.jsonl "
+    "of text/label records (null: requests generated from the seed)"
+)
 
 
 def measured(cfg: DictConfig, model: ModelLocation) -> tuple[list[str], list[str]]:
@@ -71,10 +75,13 @@ class EvaluateInputs:
     data_dir: Path | None
     split_dir: Path | None
     baseline: Path | None
+    classifier: Path | None = None  # safety=classifier's model (red_team)
+    red_team_data: Path | None = None  # the held-out requests (red_team)
 
     def recorded(self) -> dict[str, Path]:
         found = {"model": self.model.source, "data": self.data_dir}
         found |= {"questions": self.split_dir, "baseline": self.baseline}
+        found |= {"safety_classifier": self.classifier, "red_team_data": self.red_team_data}
         return {role: path for role, path in found.items() if path is not None}
 
 
@@ -121,7 +128,51 @@ def inputs(cfg: DictConfig) -> EvaluateInputs:
     baseline = None
     if cfg.step.regression.baseline:
         baseline = read_baseline(str(cfg.step.regression.baseline)).source
-    return EvaluateInputs(model, tasks, notes, data_dir, split, baseline)
+    classifier = red_team_data = None
+    if "red_team" in tasks:
+        classifier, red_team_data = _red_team_inputs(cfg, model)
+    return EvaluateInputs(model, tasks, notes, data_dir, split, baseline, classifier, red_team_data)
+
+
+def _red_team_inputs(cfg: DictConfig, model: ModelLocation) -> tuple[Path | None, Path | None]:
+    """The guard's classifier (safety=classifier) and the held-out requests: step.red_team.data_dir,
+    else the data the classifier was trained on, else the newest data run of labelled requests
+    with a test split (None: generated from the seed)."""
+    from quark.data.labelled import holds_labelled
+    from quark.lineage.finding import find_run
+    from quark.safety.guard import classifier_dir
+
+    if cfg.get("safety") is None or str(cfg.safety.name) == "none":
+        raise ConfigError(
+            "safety",
+            "is none: the red_team task measures the safety guard against the bare model",
+            "add safety=rules or safety=classifier",
+        )
+    if model.directory.joinpath("model.gguf").is_file() or model.export not in (
+        None, "hf", "onnx", "onnx_int8",
+    ):  # fmt: skip
+        raise ConfigError(
+            "step.tasks",
+            f"red_team serves the model and {model.label} is not one step=serve runs",
+            f"evaluate the model it was exported from: step.model_dir={model.origin}",
+        )
+    classifier = classifier_dir(cfg)
+
+    def holds_test(run: Path) -> bool:
+        return holds_labelled(run) and (run / "test.jsonl").is_file()
+
+    source = classifier.parent if classifier is not None else None
+    data = find_run(
+        cfg, ("data",), key="step.red_team.data_dir", holds=holds_test, ancestor_of=source,
+        allowed=RED_TEAM_DATA_ALLOWED,
+    )  # fmt: skip
+    if data is not None and not holds_test(data):
+        raise ConfigError(
+            "step.red_team.data_dir",
+            f"{data} holds no test.jsonl of text/label records",
+            RED_TEAM_DATA_ALLOWED,
+        )
+    return classifier, data
 
 
 def run(cfg: DictConfig, run: Run, inputs: EvaluateInputs) -> dict[str, float]:
@@ -213,6 +264,11 @@ def run(cfg: DictConfig, run: Run, inputs: EvaluateInputs) -> dict[str, float]:
     decoder.close()
     del decoder, torch_model  # lm-eval loads its own copy
 
+    # 3b. The red team: attacks through the served model, with and without the guard.
+    tables: dict[str, Any] = {}
+    if "red_team" in tasks:
+        tables = _red_team(cfg, run, inputs, metrics, described)
+
     # 4. lm-eval-harness tasks, on the Hugging Face model directory, offline.
     directions: dict[str, str] = {}
     if manager is not None:
@@ -256,7 +312,7 @@ def run(cfg: DictConfig, run: Run, inputs: EvaluateInputs) -> dict[str, float]:
             {**directions, **dict(step.regression.directions or {})},
         )  # fmt: skip
     regressed = [c for c in comparisons if c.regressed]
-    write_outputs(run, model, metrics, notes, comparisons, described)
+    write_outputs(run, model, metrics, notes, comparisons, described, tables)
     run.update(
         notes=notes,
         regression=[{**vars(c), "tolerance": str(c.tolerance), "regressed": c.regressed}
@@ -273,6 +329,36 @@ def run(cfg: DictConfig, run: Run, inputs: EvaluateInputs) -> dict[str, float]:
     return metrics
 
 
+def _red_team(
+    cfg: DictConfig, run: Run, inputs: EvaluateInputs, metrics: dict[str, float],
+    described: dict[str, str],
+) -> dict[str, Any]:  # fmt: skip
+    """quark.eval.red_team on the model, behind cfg.safety's guard; red_team/ written and its
+    metrics added; the report's tables returned."""
+    from quark.eval.red_team import run_red_team, suite_requests, write_results
+    from quark.export.decoding import cpu_threads
+    from quark.safety.guard import build_guard
+    from quark.safety.redteam import probes
+
+    options = cfg.step.red_team
+    guard = build_guard(cfg.safety, inputs.classifier)
+    requests = suite_requests(inputs.red_team_data, int(cfg.seed))
+    suite = probes(requests, list(options.framings), int(options.attacks), int(options.benign),
+                   int(cfg.seed))  # fmt: skip
+    described["red team guard"] = str(cfg.safety.name) + (
+        f" ({inputs.classifier})" if inputs.classifier else ""
+    )
+    described["red team requests"] = str(inputs.red_team_data or "generated from the seed")
+    result = run_red_team(
+        inputs.model.directory, guard, suite, requests, options, seed=int(cfg.seed),
+        threads=cpu_threads(), hold_back=int(cfg.safety.hold_back),
+    )  # fmt: skip
+    write_results(run.path("red_team"), result)
+    run.add_output("red_team")
+    metrics.update(result.metrics())
+    return result.tables()
+
+
 def write_outputs(
     run: Run,
     model: ModelLocation,
@@ -280,6 +366,7 @@ def write_outputs(
     notes: list[str],
     comparisons: list[Any],
     described: dict[str, str],
+    tables: dict[str, Any] | None = None,
 ) -> None:
     """metrics.json (itself a baseline file for a later run), the plots and report.html."""
     from quark.core.files import write_json_atomic
@@ -307,6 +394,7 @@ def write_outputs(
         comparisons=comparisons,
         baseline=described.get("baseline"),
         plots=plots,
+        tables=tables or {},
     )
     write_html(run.path("report.html"), report)
     for name in ("metrics.json", "report.html", *(["plots"] if plots else [])):

@@ -43,16 +43,21 @@ class ServeInputs:
     """What serving reads: the model."""
 
     model: ModelLocation
+    classifier: Path | None = None  # safety=classifier's model
 
     def recorded(self) -> dict[str, Path]:
-        return {"model": self.model.source}
+        found = {"model": self.model.source}
+        return found | ({"safety_classifier": self.classifier} if self.classifier else {})
 
 
 def inputs(cfg: DictConfig) -> ServeInputs:
     """The model (quark.lineage: step.model_dir; else the optimize, align, finetune or pretrain run a
     pipeline handed over; else the newest finetune run, else pretrain), refused here if serve
     cannot run it."""
-    return ServeInputs(find_model(cfg, "step.model_dir", MODEL_DIR_ALLOWED, SERVED_EXPORTS))
+    from quark.safety.guard import classifier_dir
+
+    model = find_model(cfg, "step.model_dir", MODEL_DIR_ALLOWED, SERVED_EXPORTS)
+    return ServeInputs(model, classifier_dir(cfg))
 
 
 def run(cfg: DictConfig, run: Run, inputs: ServeInputs) -> dict[str, float]:
@@ -89,7 +94,7 @@ def run(cfg: DictConfig, run: Run, inputs: ServeInputs) -> dict[str, float]:
 
     # 2. The HTTP server on that socket.
     api_key = step.api_key or os.environ.get("QUARK_API_KEY") or None
-    guard = build_guard(cfg.get("safety"))
+    guard = build_guard(cfg.get("safety"), inputs.classifier)
     hold_back = int(cfg.safety.hold_back) if guard is not None else HOLD_BACK_CHARACTERS
     server = Server(build_app(model, engine, limits, api_key, guard, hold_back), sock)
     engine.start()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 import torch
@@ -72,8 +72,14 @@ def encode_answers(
     ]
 
 
-def check_lengths(examples: Sequence[Example], seq_len: int, split: str) -> None:
-    """Examples are never cut (a cut answer teaches a wrong one): a longer one is an error."""
+class HasTokens(Protocol):
+    @property
+    def input_ids(self) -> list[int]: ...
+
+
+def check_lengths(examples: Sequence[HasTokens], seq_len: int, split: str) -> None:
+    """Examples are never cut (a cut answer teaches a wrong one, a cut text can lose what
+    labels it): a longer one is an error."""
     longest = max(range(len(examples)), key=lambda i: len(examples[i].input_ids))
     length = len(examples[longest].input_ids)
     if length > seq_len:

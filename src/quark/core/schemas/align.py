@@ -3,7 +3,7 @@ options share one schema; a key only one method reads says so in its comment."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quark.core.errors import ConfigError
 from quark.core.schemas.fields import choice, ranged
@@ -13,6 +13,7 @@ LOSS_TYPES: dict[str, tuple[str, ...]] = {
     "dpo": ("sigmoid", "hinge", "ipo"),
     "reward_model": ("bradley_terry",),
     "grpo": ("dapo", "grpo", "dr_grpo"),
+    "safety_classifier": ("cross_entropy",),
 }
 METHODS = tuple(LOSS_TYPES)
 REWARD_SCALING = ("group", "batch", "none")
@@ -20,7 +21,8 @@ REWARD_SCALING = ("group", "batch", "none")
 
 @dataclass
 class AlignSchema:
-    # dpo: the model against a frozen reference; reward_model: a scalar head; grpo: online RL
+    # dpo: the model against a frozen reference; reward_model: a scalar head; grpo: online RL;
+    # safety_classifier: a label head trained on {text, label} records (the guard's classifier)
     name: str = choice("dpo", METHODS)
     # dpo: sigmoid (DPO), hinge (SLiC), ipo (IPO); grpo: dapo, grpo, dr_grpo (how the
     # per-token loss is averaged); reward_model: bradley_terry
@@ -48,6 +50,12 @@ class AlignSchema:
     epsilon_high: float | None = ranged(None, gt=0)
     # grpo: advantages divided by the group's standard deviation, the batch's, or not at all
     scale_rewards: str = choice("group", REWARD_SCALING)
+    # safety_classifier: the label of safe texts (every other label is an unsafe category)
+    benign_label: str = "benign"
+    # safety_classifier: a text is flagged when p(not benign) reaches this (the measures')
+    threshold: float = ranged(0.5, gt=0, lt=1)
+    # safety_classifier: more {text, label} JSONL files to train on (red-team bypasses)
+    extra_train: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         allowed = LOSS_TYPES[self.name]

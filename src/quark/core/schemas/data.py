@@ -11,7 +11,7 @@ from quark.core.errors import ConfigError
 from quark.core.schemas.fields import choice, ranged
 
 SOURCE_TYPES = ("stdlib_code", "text_files", "jsonl", "parquet", "hf_dataset")
-KINDS = ("corpus", "arithmetic_sft", "arithmetic_prefs")
+KINDS = ("corpus", "arithmetic_sft", "arithmetic_prefs", "safety_requests")
 
 
 @dataclass
@@ -77,6 +77,8 @@ class TaskSchema:
     train: int = ranged(20000, ge=1)
     val: int = ranged(500, ge=0)
     test: int = ranged(500, ge=0)
+    # safety_requests: share of the templates kept out of train for val, and as many for test
+    held_out_templates: float = ranged(0.2, gt=0, lt=0.5)
 
 
 @dataclass

@@ -10,7 +10,11 @@ from quark.core.schemas.fields import pattern, ranged
 from quark.core.schemas.tolerance import DIRECTIONS, parse_tolerance
 
 # what step.tasks may name: Quark's own measurements (lm-eval's tasks are in step.lm_eval)
-TASKS = ("perplexity", "exact_match")
+TASKS = ("perplexity", "exact_match", "red_team")
+FRAMINGS = (
+    "plain", "jailbreak", "roleplay", "hypothetical", "base64", "leetspeak", "retrieved_injection",
+)  # fmt: skip
+MUTATIONS = ("split_words", "look_alike", "paraphrase", "padding", "base64", "reverse", "spell_out")
 
 
 @dataclass
@@ -58,6 +62,35 @@ class RegressionSchema:
 
 
 @dataclass
+class AdaptiveSchema:
+    # rounds of mutating the requests closest to passing; 0: no adaptive attack
+    rounds: int = ranged(5, ge=0)
+    # unsafe requests the attack starts from
+    seeds: int = ranged(40, ge=1)
+    # the lowest-scoring blocked requests mutated each round
+    keep: int = ranged(16, ge=1)
+    mutations: list[str] = field(default_factory=lambda: list(MUTATIONS))
+
+
+@dataclass
+class RedTeamSchema:
+    # a data=safety_requests run or directory (its test.jsonl: templates never trained on);
+    # null: the data the guard's classifier was trained on, else the newest such data run,
+    # else requests generated from the seed
+    data_dir: str | None = None
+    # unsafe requests, each sent in every framing
+    attacks: int = ranged(40, ge=1)
+    # benign requests (false refusals)
+    benign: int = ranged(100, ge=1)
+    framings: list[str] = field(default_factory=lambda: list(FRAMINGS))
+    # tokens each answer may have (the suite measures refusals, not answers)
+    max_new_tokens: int = ranged(16, ge=1)
+    # requests in flight at once (the server batches them)
+    concurrency: int = ranged(16, ge=1)
+    adaptive: AdaptiveSchema = field(default_factory=AdaptiveSchema)
+
+
+@dataclass
 class EvaluateStepSchema:
     name: str = "evaluate"
     # a pretrain, finetune or align run directory (its hf/ export), an optimize run (its export, in
@@ -67,8 +100,8 @@ class EvaluateStepSchema:
     # a data run with token shards (perplexity on its validation split); null: the data run
     # the model was trained on, else the newest completed one of this experiment
     data_dir: str | None = None
-    # what to measure: perplexity, exact_match; null: perplexity, and exact_match when the
-    # model has a chat template (it was fine-tuned)
+    # what to measure: perplexity, exact_match, red_team (needs safety=rules or classifier);
+    # null: perplexity, and exact_match when the model has a chat template (it was fine-tuned)
     tasks: list[str] | None = None
     # perplexity: windows of seq_len tokens (at most the model's positions), teacher forced
     seq_len: int = ranged(128, ge=2)
@@ -77,6 +110,7 @@ class EvaluateStepSchema:
     exact_match: ExactMatchSchema = field(default_factory=ExactMatchSchema)
     lm_eval: LmEvalSchema = field(default_factory=LmEvalSchema)
     regression: RegressionSchema = field(default_factory=RegressionSchema)
+    red_team: RedTeamSchema = field(default_factory=RedTeamSchema)
     # CPU threads of every runtime (torch, ONNX Runtime, llama.cpp); null: torch's default
     threads: int | None = ranged(None, ge=1)
 
@@ -92,6 +126,15 @@ class EvaluateStepSchema:
                 "nothing to measure",
                 f"name one of {', '.join(TASKS)}, or lm-eval tasks",
             )
+        for key, chosen, allowed in (
+            ("step.red_team.framings", self.red_team.framings, FRAMINGS),
+            ("step.red_team.adaptive.mutations", self.red_team.adaptive.mutations, MUTATIONS),
+        ):
+            for index, name in enumerate(chosen):
+                if name not in allowed:
+                    raise ConfigError(
+                        f"{key}.{index}", f"'{name}' is not one", f"allowed: {', '.join(allowed)}"
+                    )
         regression = self.regression
         for metric, tolerance in (regression.tolerances or {}).items():
             parse_tolerance(f"step.regression.tolerances.{metric}", tolerance)
