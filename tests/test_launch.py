@@ -53,6 +53,21 @@ def test_bad_input_is_one_line_and_exit_2(
     assert "Traceback" not in done.stderr + done.stdout
 
 
+def test_a_config_file_that_is_not_yaml_is_named_with_its_line(
+    launch: LaunchFn, tmp_path: Path
+) -> None:
+    (tmp_path / "experiment").mkdir()
+    bad = tmp_path / "experiment" / "mine.yaml"
+    bad.write_text("# @package _global_\npipeline_stage: [step.tasks=[red_team], safety=rules]\n")
+    done = launch("--config-dir", str(tmp_path), "experiment=mine", "step=plan")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: {bad}: line 2, column 29: not valid YAML (expected ',' or ']', but got '['); "
+        "fix the file (a value holding brackets, braces or ': ' needs quotes, e.g. "
+        "- 'step.tasks=[red_team]')"
+    ]
+
+
 def test_quark_debug_adds_the_traceback(launch: LaunchFn) -> None:
     done = launch("step=pretrain", "trainer.devices=0", env={"QUARK_DEBUG": "1"})
     assert done.returncode == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import yaml
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import (
     ConfigAttributeError,
@@ -21,6 +22,8 @@ def describe_hydra_error(exc: BaseException) -> str | None:
     """One line for a Hydra or OmegaConf config error, or None if `exc` is not one."""
     if isinstance(exc, MissingConfigException):
         return _missing_option(exc)
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return _yaml(exc)
     if isinstance(exc, OverrideParseException):
         return f"{one_line(str(exc))}; overrides look like key=value, +key=value or group=option"
     if isinstance(exc, ConfigCompositionException):
@@ -47,6 +50,17 @@ def _missing_option(exc: MissingConfigException) -> str:
         noun = "step" if group == "step" else "option"
         return f"{group}={option}: no such {noun}; available: {options}"
     return f"{path or 'config'}: not found; {_first_line(exc)}"
+
+
+def _yaml(exc: yaml.MarkedYAMLError) -> str:
+    """A config file that is not YAML: the file, line and column, and the parser's problem."""
+    mark = exc.problem_mark or exc.context_mark
+    where = f"{mark.name}: line {mark.line + 1}, column {mark.column + 1}" if mark else "config"
+    problem = exc.problem or exc.context or "unreadable"
+    return (
+        f"{where}: not valid YAML ({problem}); fix the file (a value holding brackets, braces "
+        "or ': ' needs quotes, e.g. - 'step.tasks=[red_team]')"
+    )
 
 
 def _composition(exc: ConfigCompositionException) -> str:
