@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ..conftest import launcher, manifests
+from ..conftest import CONF, launcher, manifests
 from .conftest import newest
 from .test_pretrain import TINY_MODEL as PRETRAIN_MODEL
 
@@ -156,7 +156,7 @@ def test_the_red_team_goes_through_the_served_model_with_and_without_the_guard(
     assert metrics["red_team_adaptive_rounds_to_bypass"] == 1
     bypasses = records(run_dir / "red_team" / "bypasses.jsonl")
     assert len(bypasses) == metrics["red_team_adaptive_bypasses"] > 0
-    assert {"text", "label", "mutations"} <= set(bypasses[0])
+    assert {"text", "label", "mutations", "origin"} <= set(bypasses[0])
     report = (run_dir / "report.html").read_text()
     assert "Attack success by framing" in report and "Adaptive attack on the guard" in report
 
@@ -241,3 +241,43 @@ def test_bad_input_is_one_line_and_exit_2(safety: SimpleNamespace, tmp_path: Pat
         assert done.stderr.strip().splitlines() == [line], args
     completed = [m for m in manifests(safety.outputs)[before:] if m["status"] == "completed"]
     assert completed == []
+
+
+@pytest.mark.slow
+def test_the_data_step_counts_what_the_classifier_flags_in_documents(
+    safety: SimpleNamespace, tmp_path: Path
+) -> None:
+    import yaml
+
+    from quark.safety.classifier import ClassifierGuard
+    from quark.safety.guard import SafetyGuard
+    from quark.safety.rules import RuleGuard
+
+    texts = [r["text"] for r in records(safety.requests / "test.jsonl")[:12]]
+    for i, text in enumerate(texts):
+        (tmp_path / f"{i}.txt").write_text(text)
+    safety.launch(
+        "step=data", "data=text_files", f"data.sources.0.paths=[{tmp_path}/*.txt]",
+        "data.tokenizer.vocab_size=300", "data.dedup.near=false", "data.clean.min_chars=10",
+        "safety=classifier", "safety.classifier.checks=[documents]", "safety.data=flag",
+        "safety.patterns=false", check=True,
+    )  # fmt: skip
+    run = run_manifest(safety.outputs, "data")
+    card = json.loads((Path(run["run_dir"]) / "data_card.json").read_text())
+    # what the shipped word lists and the guard's classifier say of each document, counted
+    # once per category
+    lists = yaml.safe_load((CONF / "safety" / "rules.yaml").read_text())["lists"]
+    guard = SafetyGuard(
+        RuleGuard.from_lists(lists, patterns=False),
+        ClassifierGuard(safety.classifier / "classifier"),
+        ("documents",),
+    )
+    expected: dict[str, int] = {}
+    for text in texts:
+        for category in {f.category for f in guard.check_document(text)}:
+            expected[category] = expected.get(category, 0) + 1
+    assert any(f.rule == "classifier" for t in texts for f in guard.check_document(t))
+    assert card["safety"]["documents"] == dict(sorted(expected.items()))
+    assert {"role": "safety_classifier", "path": str(safety.classifier / "classifier")} in [
+        {k: i[k] for k in ("role", "path")} for i in run["inputs"]
+    ]

@@ -100,9 +100,15 @@ class Candidate:
     score: float  # the guard's (lower: closer to passing)
     chain: tuple[str, ...] = ()  # the mutations that made it, in order
     passed: bool = False  # the guard let it through: a bypass
+    origin: str = ""  # the seed request it grew from
 
     def record(self) -> dict[str, object]:
-        return {"text": self.text, "label": self.label, "mutations": list(self.chain)}
+        return {
+            "text": self.text,
+            "label": self.label,
+            "mutations": list(self.chain),
+            "origin": self.origin,
+        }
 
 
 @dataclass
@@ -144,7 +150,9 @@ def adaptive_attack(
     every one of `mutations`. Bypasses are collected every round (the next classifier trains
     on them); the loop ends early when nothing blocked is left to mutate."""
     rng = random.Random(seed)
-    population = _assessed(guard, [Candidate(text, label, 0.0) for text, label in seeds])
+    population = _assessed(
+        guard, [Candidate(text, label, 0.0, origin=text) for text, label in seeds]
+    )
     # a request the guard misses as written is the plain suite's miss, not the attack's find
     seen = {c.text for c in population}
     result = AdaptiveResult(
@@ -161,7 +169,11 @@ def adaptive_attack(
                 text = MUTATIONS[name](parent.text, rng)
                 if text not in seen:
                     seen.add(text)
-                    tried.append(Candidate(text, parent.label, 0.0, (*parent.chain, name)))
+                    tried.append(
+                        Candidate(
+                            text, parent.label, 0.0, (*parent.chain, name), origin=parent.origin
+                        )
+                    )
         tried = _assessed(guard, tried)
         found = [c for c in tried if c.passed]
         best = min((c.score for c in tried), default=float("nan"))

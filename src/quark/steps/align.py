@@ -5,6 +5,7 @@
     python launch.py step=align align=reward_model
     python launch.py step=align step.init_from=path/to/hf_model step.data_dir=my_prefs/
     python launch.py pipeline=align                       # from nothing to an aligned model
+    python launch.py step=align align=safety_classifier   # the safety guard's classifier
 
 Reads preference pairs ({prompt, chosen, rejected}: train.jsonl, val.jsonl of a data run or
 any directory) and the starting model (a finetune run's hf/ by default, or any Hugging Face
@@ -17,8 +18,14 @@ model directory), and trains with the `align` group's method:
     reward_model   a scalar head on the model, Bradley-Terry on chosen vs rejected; the
                    reward model goes to reward_model/ (AutoModelForSequenceClassification),
                    checked by its pairwise accuracy before and after
+    grpo           the model samples answers to prompts, rewarded (a verifier, a reward
+                   model, a Python function); hf/ is the trained causal LM
+    safety_classifier  a label head on the model, cross-entropy on {text, label} records
+                   (data=safety_requests); classifier/ is what safety=classifier loads,
+                   checked by accuracy, unsafe recall and false positives on held-out
+                   templates before and after
 
-Both use the trainer layouts, loggers, checkpoints, exact resume and divergence stop of
+All use the trainer layouts, loggers, checkpoints, exact resume and divergence stop of
 pretrain and finetune (quark.training.trainer.fit).
 """
 
