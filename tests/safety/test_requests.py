@@ -19,7 +19,7 @@ COUNTS = {"train": 1500, "val": 300, "test": 300}
 
 def test_templates_are_split_three_ways_without_overlap() -> None:
     groups = template_splits(0.2, seed=7)
-    assert [len(groups[s]) for s in ("train", "val", "test")] == [12, 4, 4]
+    assert [len(groups[s]) for s in ("train", "val", "test")] == [18, 6, 6]
     assert sorted(groups["train"] + groups["val"] + groups["test"]) == list(range(len(TEMPLATES)))
     assert template_splits(0.2, seed=7) == groups and template_splits(0.2, seed=8) != groups
 

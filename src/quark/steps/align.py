@@ -364,10 +364,7 @@ def _reward_model(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[str, f
     pad_id = next(
         i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, stop_id) if i is not None
     )
-    _expect_new_head()
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(inputs.model.directory), num_labels=1, dtype=torch.float32
-    )
+    model = _with_new_head(inputs.model.directory, num_labels=1)
     model.config.pad_token_id = pad_id
 
     # 2. The pairs, as whole conversations (the head scores the answer in its context).
@@ -536,38 +533,42 @@ def _safety_classifier(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[s
     def read(path: Path, key: str) -> list[Any]:
         return read_labelled(path, key=key, allowed=LABELLED_ALLOWED)
 
-    splits = {
-        "train": read(inputs.data_dir / "train.jsonl", "step.data_dir"),
-        "val": read(inputs.data_dir / "val.jsonl", "step.data_dir"),
+    sources = {
+        split: inputs.data_dir / f"{split}.jsonl"
+        for split in ("train", "val", "test")
+        if split != "test" or (inputs.data_dir / "test.jsonl").is_file()
     }
-    for index, path in enumerate(inputs.extra):
-        splits["train"] += read(path, f"align.extra_train.{index}")
-    if (inputs.data_dir / "test.jsonl").is_file():
-        splits["test"] = read(inputs.data_dir / "test.jsonl", "step.data_dir")
-    labels = _classifier_labels(splits, str(method.benign_label), inputs.data_dir)
+    splits = {split: read(path, "step.data_dir") for split, path in sources.items()}
+    extra = [read(path, f"align.extra_train.{i}") for i, path in enumerate(inputs.extra)]
+    labels = _classifier_labels(
+        {**splits, "train": splits["train"] + [t for texts in extra for t in texts]},
+        str(method.benign_label),
+        inputs.data_dir,
+    )
 
     # 2. The starting model with a head of one logit per label, read at the last token.
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    _expect_new_head()
     tokenizer = AutoTokenizer.from_pretrained(str(inputs.model.directory))
     pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(inputs.model.directory),
+    model = _with_new_head(
+        inputs.model.directory,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
-        dtype=torch.float32,
     )
     model.config.pad_token_id = pad_id
     label_ids = {label: i for i, label in enumerate(labels)}
-    encoded = {
-        split: encode_labelled(
+
+    def encoded_texts(texts: list[Any], source: Path) -> list[Any]:
+        found = encode_labelled(
             tokenizer, [t.text for t in texts], [label_ids[t.label] for t in texts]
         )
-        for split, texts in splits.items()
-    }
-    for split, samples in encoded.items():
-        check_lengths(samples, int(step.seq_len), split)
+        check_lengths(found, int(step.seq_len), str(source))  # the error names the file
+        return found
+
+    encoded = {split: encoded_texts(splits[split], path) for split, path in sources.items()}
+    for texts, path in zip(extra, inputs.extra, strict=True):
+        encoded["train"] += encoded_texts(texts, path)
 
     # 3. Cross-entropy on the training core; the guard's measures before and after.
     benign, threshold = label_ids[str(method.benign_label)], float(method.threshold)
@@ -610,11 +611,22 @@ def _safety_classifier(cfg: DictConfig, run: Run, inputs: AlignInputs) -> dict[s
     }
 
 
-def _expect_new_head() -> None:
-    """A sequence-classification head on a causal LM is new by design: transformers' report of
-    a missing head and an unused lm_head would only alarm."""
-    logging.getLogger("transformers.utils.loading_report").setLevel(logging.ERROR)
-    logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
+def _with_new_head(directory: Path, **config: Any) -> Any:
+    """The model in `directory` with a new sequence-classification head (`config`: its
+    labels), fp32. The head is new by design, so transformers' load report of a missing head
+    and an unused lm_head, which would only alarm, is silenced while it loads."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(directory), dtype=torch.float32, **config
+        )
+    finally:
+        transformers_logging.set_verbosity(verbosity)
 
 
 def _classifier_labels(splits: dict[str, list[Any]], benign: str, data_dir: Path) -> list[str]:

@@ -79,13 +79,15 @@ class HasTokens(Protocol):
 
 def check_lengths(examples: Sequence[HasTokens], seq_len: int, split: str) -> None:
     """Examples are never cut (a cut answer teaches a wrong one, a cut text can lose what
-    labels it): a longer one is an error."""
+    labels it): a longer one is an error, naming `split` (train: train.jsonl) or, when it is
+    a path, the file."""
     longest = max(range(len(examples)), key=lambda i: len(examples[i].input_ids))
     length = len(examples[longest].input_ids)
     if length > seq_len:
         raise ConfigError(
             "step.seq_len",
-            f"{seq_len} is shorter than example {longest + 1} of {split}.jsonl ({length} tokens)",
+            f"{seq_len} is shorter than example {longest + 1} of "
+            f"{split if '/' in split else split + '.jsonl'} ({length} tokens)",
             f"allowed: >= {length}",
         )
 
