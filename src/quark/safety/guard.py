@@ -6,18 +6,28 @@
                         trained on requests), answers and documents when asked
 
 A text is blocked when either half finds something; the findings say which rule or label.
+The classifier reads a text as written and in the readings the rules decode (leetspeak
+undone, base64 decoded), as the rules do.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from quark.lineage.finding import find_run, missing
-from quark.safety.rules import Finding, RuleGuard
+from quark.safety.rules import Finding, RuleGuard, decoded_forms
 
 CLASSIFIED_TEXTS = ("requests", "answers", "documents")
 KEY = "safety.classifier.path"
+
+
+@dataclass(frozen=True)
+class FormVerdict:
+    unsafe: float
+    label: str
+    form: str  # text, leetspeak or base64: the reading the classifier found most unsafe
 
 
 class SafetyGuard:
@@ -32,8 +42,28 @@ class SafetyGuard:
     def _found(self, text: str, kind: str) -> list[Finding]:
         found = self.rules.check(text)
         if kind in self.classified:
-            found += self.classifier.check(text)
+            verdict = self._worst([text])[0]
+            if verdict.unsafe >= self.classifier.threshold:
+                found.append(
+                    Finding(verdict.label, "classifier", verdict.form, 0, len(text),
+                            f"p(unsafe)={verdict.unsafe:.2f}")
+                )  # fmt: skip
         return found
+
+    def _worst(self, texts: list[str]) -> list[Any]:
+        """Each text's classifier verdict over the text and the readings the rules decode
+        (leetspeak undone, base64 decoded): a request the rules would decode is read decoded
+        by the classifier too, which never saw encodings in training. The verdict of the
+        most unsafe reading, with its form."""
+        readings = [[("text", text), *decoded_forms(text)] for text in texts]
+        flat = [variant for forms in readings for _, variant in forms]
+        verdicts = iter(self.classifier.verdicts(flat))
+        worst = []
+        for forms in readings:
+            scored = [(next(verdicts), form) for form, _ in forms]
+            verdict, form = max(scored, key=lambda pair: pair[0].unsafe)
+            worst.append(FormVerdict(verdict.unsafe, verdict.label, form))
+        return worst
 
     def check_request(self, text: str) -> list[Finding]:
         return self._found(text, "requests")
@@ -51,7 +81,7 @@ class SafetyGuard:
         findings = [len(self.rules.check(text)) for text in texts]
         if "requests" not in self.classified:
             return [(found > 0, float(found)) for found in findings]
-        verdicts = self.classifier.verdicts(texts)
+        verdicts = self._worst(texts)
         threshold = self.classifier.threshold
         return [
             (found > 0 or v.unsafe >= threshold, found + v.unsafe)

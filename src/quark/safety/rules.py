@@ -156,6 +156,12 @@ class RuleGuard:
         return found
 
 
+def decoded_forms(text: str) -> list[tuple[str, str]]:
+    """(form, text) for each other reading of `text` the rules match: leetspeak undone, base64
+    decoded (the classifier half of the guard reads them too)."""
+    return _decoded(text)
+
+
 def _decoded(text: str, depth: int = 0) -> list[tuple[str, str]]:
     """The other readings of `text`: leetspeak undone, and each base64 run that decodes to
     printable text, read again in turn (base64 of base64, up to DECODE_DEPTH levels: the
