@@ -125,9 +125,15 @@ def main() -> None:
     train_file.write_text("".join(json.dumps({"text": b["text"], "label": b["label"]}) + "\n"
                                   for b in train))  # fmt: skip
     retrained = launch(
-        outputs, experiment, "align", "align=safety_classifier", f"seed={args.seeds[0]}",
-        f"align.extra_train=[{train_file}]", *data,
-    )  # fmt: skip
+        outputs,
+        experiment,
+        "align",
+        "align=safety_classifier",
+        f"seed={args.seeds[0]}",
+        f"align.extra_train=[{train_file}]",
+        "step.seq_len=512",
+        *data,
+    )  # fmt: skip  (padded bypasses run long)
     m = retrained["metrics"]
     print(
         f"{len(bypasses)} bypasses from {len(roots)} requests; trained on {len(train)}, "

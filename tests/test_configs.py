@@ -37,6 +37,8 @@ REQUIRED = {
     "model/hf": lambda tmp: [f"model.name_or_path={tmp}"],
     "model/llama_custom": lambda tmp: MISTRAL_7B_SIZES,
 }
+# Options read by one step only: composed with it (align's options set that step's keys).
+STEP_OF = {"align": "align"}
 
 
 @pytest.mark.parametrize(
@@ -55,17 +57,20 @@ REQUIRED = {
             "experiment",
             "export",
             "hparams_search",
+            "align",
+            "safety",
         )
         for o in options(g)
     ],
 )
 def test_every_option_composes_and_validates(group: str, option: str, hf_model_dir: Path) -> None:
     extra = REQUIRED.get(f"{group}/{option}", lambda _: [])(hf_model_dir)
-    cfg = composed([f"{group}={option}", *extra])
+    step = [f"step={STEP_OF[group]}"] if group in STEP_OF else []
+    cfg = composed([*step, f"{group}={option}", *extra])
     validate(cfg)
     if group == "pipeline":
         assert cfg.pipeline.stages, "a pipeline without stages"
-    if group in ("step", "data"):
+    if group in ("step", "data", "align", "safety"):
         assert cfg[group].name == option
 
 
