@@ -1,6 +1,7 @@
-"""The adaptive attack on a real rule guard: it finds what the rules cannot read (words cut
-by hyphens, look-alike letters), not what they decode (base64), keeps the bypasses with the
-category they came from, and repeats itself for a seed."""
+"""The adaptive attack on a real rule guard: it finds what the rules cannot read (a request
+written backwards), not what they decode (base64, hyphens inside words, look-alike letters),
+keeps the bypasses with the category and request they came from, and repeats itself for a
+seed."""
 
 from __future__ import annotations
 
@@ -34,17 +35,20 @@ def test_what_the_rules_decode_is_never_a_bypass(guard: SafetyGuard) -> None:
     assert [r.tried for r in found.rounds] == [3, 3, 3]  # base64 of base64 ... still decoded
 
 
-def test_hyphenated_words_get_past_word_lists_in_the_first_round(guard: SafetyGuard) -> None:
+def test_what_the_rules_cannot_read_gets_past_them_in_the_first_round(
+    guard: SafetyGuard,
+) -> None:
     found = adaptive_attack(
-        guard, SEEDS, rounds=2, keep=4, mutations=["split_words", "base64"], seed=0
-    )
+        guard, SEEDS, rounds=2, keep=4,
+        mutations=["split_words", "look_alike", "base64", "reverse"], seed=0,
+    )  # fmt: skip
     assert found.rounds_to_bypass == 1
     first = found.rounds[0]
-    assert first.tried == 6 and first.bypasses >= 2 and first.miss_rate == first.bypasses / 6
+    assert first.tried == 12 and first.bypasses >= 3 and first.miss_rate == first.bypasses / 12
+    assert {b.chain[0] for b in found.bypasses if len(b.chain) == 1} == {"reverse"}
     for bypass in found.bypasses:
         assert not guard.check_request(bypass.text)
-        assert "split_words" in bypass.chain
-        assert bypass.record()["label"] in {label for _, label in SEEDS}
+        assert (bypass.origin, bypass.label) in SEEDS
 
 
 def test_a_seed_the_guard_misses_as_written_is_left_out_of_the_attack(guard: SafetyGuard) -> None:

@@ -152,7 +152,7 @@ def test_the_red_team_goes_through_the_served_model_with_and_without_the_guard(
     attacks = [o for o in outcomes if o["label"] != "benign"]
     success = sum(not o["guarded"]["refused"] for o in attacks) / len(attacks)
     assert success == pytest.approx(metrics["red_team_attack_success_guarded"])
-    # the word lists miss what a hyphen cuts: the adaptive attack finds it in round 1
+    # the word lists cannot read a request written backwards: found in round 1
     assert metrics["red_team_adaptive_rounds_to_bypass"] == 1
     bypasses = records(run_dir / "red_team" / "bypasses.jsonl")
     assert len(bypasses) == metrics["red_team_adaptive_bypasses"] > 0
@@ -259,7 +259,8 @@ def test_the_data_step_counts_what_the_classifier_flags_in_documents(
     safety.launch(
         "step=data", "data=text_files", f"data.sources.0.paths=[{tmp_path}/*.txt]",
         "data.tokenizer.vocab_size=300", "data.dedup.near=false", "data.clean.min_chars=10",
-        "safety=classifier", "safety.classifier.checks=[documents]", "safety.data=flag",
+        "safety=classifier", f"safety.classifier.path={safety.classifier}",
+        "safety.classifier.checks=[documents]", "safety.data=flag",
         "safety.patterns=false", check=True,
     )  # fmt: skip
     run = run_manifest(safety.outputs, "data")

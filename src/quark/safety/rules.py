@@ -8,8 +8,9 @@ per category, matched on the text as written and on the forms an attacker hides 
               prompt_injection, ...), whole words, any case
 
 Before the word lists are matched, the text is also read with leetspeak undone ("h4ck" ->
-"hack") and with every base64 run of 16 or more characters decoded (and what that holds, up
-to three levels), so that the simplest encodings do not slip past. A finding says which form it was found in.
+"hack"), with look-alike letters of other scripts read as Latin and separators inside words
+taken out ("р-i-pe bo.mb"), and with every base64 run of 16 or more characters decoded (and
+what that holds, up to three levels), so that the simplest encodings do not slip past. A finding says which form it was found in.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ LEET = str.maketrans(
 BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
 # levels of base64 inside base64 that are decoded
 DECODE_DEPTH = 3
+# Cyrillic and Greek letters that look like Latin ones, read as those
+LOOK_ALIKE = str.maketrans(
+    "аеорсхуіѕјԁһԛԝАВЕКМНОРСТХУІЅЈαοτνρεΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
+    "aeopcxyisjdhqwABEKMHOPCTXYISJaotvpeABEZHIKMNOPTYX",
+)
+INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
+# a hyphen, dot, underscore or middle dot between two letters
+SEPARATED = re.compile(r"(?<=[^\W\d_])[-._\u00b7](?=[^\W\d_])")
 
 
 @dataclass(frozen=True)
@@ -170,6 +179,9 @@ def _decoded(text: str, depth: int = 0) -> list[tuple[str, str]]:
     unleet = text.translate(LEET)
     if unleet != text:
         forms.append(("leetspeak", unleet))
+    for plain in dict.fromkeys((_unobfuscated(text), _unobfuscated(unleet))):
+        if plain not in (text, unleet):
+            forms.append(("obfuscation", plain))
     if depth >= DECODE_DEPTH:
         return forms
     for run in BASE64_RUN.findall(text):
@@ -181,6 +193,14 @@ def _decoded(text: str, depth: int = 0) -> list[tuple[str, str]]:
             forms.append(("base64", decoded))
             forms += [("base64", inner) for _, inner in _decoded(decoded, depth + 1)]
     return forms
+
+
+def _unobfuscated(text: str) -> str:
+    """`text` with look-alike letters of other scripts read as Latin ones and separators
+    inside words taken out ("р-i-pe bo.mb" -> "pipe bomb"): the adaptive red team's commonest
+    bypasses of the word lists were hyphens inside words and Cyrillic look-alikes."""
+    text = INVISIBLE.sub("", text.translate(LOOK_ALIKE))
+    return SEPARATED.sub("", text)
 
 
 def _mask(value: str) -> str:
