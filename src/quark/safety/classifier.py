@@ -31,6 +31,8 @@ CLASSIFIER_ALLOWED = (
 )
 # the most tokens read at once, whatever the model's positions allow
 MAX_WINDOW = 512
+# what a tokenizer is saved as (fast; WordPiece, BPE, SentencePiece vocabularies)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model")
 
 
 def classifier_labels(directory: Path, key: str) -> dict[int, str]:
@@ -55,7 +57,7 @@ def classifier_labels(directory: Path, key: str) -> dict[int, str]:
             f"{architectures or 'not named'}, not a ...ForSequenceClassification)",
             CLASSIFIER_ALLOWED,
         )
-    if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
         raise ConfigError(key, f"{directory} has no tokenizer", CLASSIFIER_ALLOWED)
     labels = {int(i): str(label) for i, label in (found.get("id2label") or {}).items()}
     if len(labels) < 2:
