@@ -143,3 +143,21 @@ def test_the_classifier_reads_what_the_rules_decode_too(classifier_dir: Path) ->
         classifier.threshold = own.unsafe + 1e-4
         assert bool(guard.check_request(text)) == (decoded.unsafe >= own.unsafe + 1e-4)
         classifier.threshold = 0.5
+
+
+def test_windows_keep_a_bert_tokenizers_special_tokens() -> None:
+    from transformers import BertTokenizerFast
+
+    from quark.safety.classifier import _special_tokens
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "sample", "pipe", "bomb", "how"]
+    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)})
+    assert _special_tokens(tokenizer) == ([2], [3])
+    guard = SimpleNamespace(tokenizer=tokenizer, window=6, pad_id=0, special=([2], [3]))
+    windows = ClassifierGuard._windows(guard, "how pipe bomb how pipe bomb how pipe")  # type: ignore[arg-type]
+    assert len(windows) > 1
+    for window in windows:
+        assert window[0] == 2 and window[-1] == 3 and len(window) <= 6
+    # every token of the text is in some window
+    inner = {i for w in windows for i in w[1:-1]}
+    assert inner == {6, 7, 8}

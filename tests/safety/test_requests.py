@@ -48,5 +48,14 @@ def test_generation_is_seeded() -> None:
 
 
 def test_a_share_leaving_nothing_to_train_on_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"data\.task\.held_out_templates"):
-        template_splits(0.49, seed=0)
+    assert len(template_splits(0.49, seed=0)["train"]) == 2
+    with pytest.raises(ConfigError, match=r"^data\.task\.held_out_templates: .* at most 0\.467$"):
+        template_splits(0.5, seed=0)
+
+
+def test_a_split_smaller_than_its_templates_make_still_holds_every_template() -> None:
+    splits = generated_splits({"train": 100, "val": 60, "test": 60}, 0.2, seed=7)
+    groups = template_splits(0.2, seed=7)
+    for split, requests in splits.items():
+        assert {r.template for r in requests} == set(groups[split]), split
+        assert {r.label for r in requests} == {BENIGN, *UNSAFE_TASKS}, split

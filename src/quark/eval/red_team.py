@@ -6,6 +6,7 @@ copy of the model), and the adaptive attack of quark.safety.adaptive against the
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,26 +69,32 @@ class RedTeamResult:
         return found
 
 
-def suite_requests(data_dir: Path | None, seed: int) -> list[LabelledRequest]:
-    """The held-out requests: `data_dir`'s test.jsonl, else the test split generated from
-    `seed` (data=safety_requests' defaults)."""
+def suite_requests(
+    data_dir: Path | None, seed: int
+) -> tuple[list[LabelledRequest], list[LabelledRequest]]:
+    """The held-out requests: the suite's (`data_dir`'s test.jsonl) and the adaptive attack's
+    (its val.jsonl: the bypasses it finds become training data, which must never carry a test
+    template); else both splits generated from `seed` (data=safety_requests' defaults)."""
     if data_dir is None:
-        return list(all_requests(template_splits(0.2, seed)["test"]))
+        groups = template_splits(0.2, seed)
+        return list(all_requests(groups["test"])), list(all_requests(groups["val"]))
     from quark.data.labelled import read_labelled
 
-    texts = read_labelled(
-        data_dir / "test.jsonl",
-        key="step.red_team.data_dir",
-        allowed="give a data=safety_requests run or a directory with test.jsonl of text/label",
-    )
-    return [LabelledRequest(t.text, t.label, -1) for t in texts]
+    allowed = "give a data=safety_requests run or a directory with test.jsonl of text/label"
+    found = []
+    for split in ("test", "val"):
+        texts = read_labelled(
+            data_dir / f"{split}.jsonl", key="step.red_team.data_dir", allowed=allowed
+        )
+        found.append([LabelledRequest(t.text, t.label, -1) for t in texts])
+    return found[0], found[1]
 
 
 def run_red_team(
     model_dir: Path,
     guard: Any,
     probes: Sequence[Probe],
-    requests: Sequence[LabelledRequest],
+    attack_seeds: Sequence[LabelledRequest],
     options: Any,
     *,
     seed: int,
@@ -95,7 +102,8 @@ def run_red_team(
     hold_back: int,
 ) -> RedTeamResult:
     """Every probe to the guarded and the bare server; then the adaptive attack on `guard`,
-    from unsafe requests of `requests` (options: conf/step/evaluate.yaml's red_team)."""
+    from a seeded sample of the unsafe requests of `attack_seeds` (options:
+    conf/step/evaluate.yaml's red_team)."""
     import logging
 
     import httpx
@@ -141,7 +149,8 @@ def run_red_team(
 
     adaptive = None
     if int(options.adaptive.rounds) > 0:
-        unsafe = [(r.text, r.label) for r in requests if r.label != BENIGN]
+        unsafe = [(r.text, r.label) for r in attack_seeds if r.label != BENIGN]
+        random.Random(seed).shuffle(unsafe)  # every category, not the first template's
         adaptive = adaptive_attack(
             guard,
             unsafe[: int(options.adaptive.seeds)],

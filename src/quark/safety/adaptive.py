@@ -148,7 +148,7 @@ def adaptive_attack(
     """Attack `guard` from the `seeds` ((text, category) of unsafe requests) it blocks, for at
     most `rounds` rounds, keeping the `keep` lowest-scoring blocked requests each round, mutating each with
     every one of `mutations`. Bypasses are collected every round (the next classifier trains
-    on them); the loop ends early when nothing blocked is left to mutate."""
+    on them); with no seed blocked there is nothing to mutate and no round runs."""
     rng = random.Random(seed)
     population = _assessed(
         guard, [Candidate(text, label, 0.0, origin=text) for text, label in seeds]

@@ -32,7 +32,10 @@ CLASSIFIER_ALLOWED = (
 # the most tokens read at once, whatever the model's positions allow
 MAX_WINDOW = 512
 # what a tokenizer is saved as (fast; WordPiece, BPE, SentencePiece vocabularies)
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model")
+TOKENIZER_FILES = (
+    "tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "spm.model",
+    "sentencepiece.bpe.model", "tokenizer.model",
+)  # fmt: skip
 
 
 def classifier_labels(directory: Path, key: str) -> dict[int, str]:
@@ -113,6 +116,7 @@ class ClassifierGuard:
         positions = getattr(self.model.config, "max_position_embeddings", None) or MAX_WINDOW
         self.window = min(int(positions), MAX_WINDOW)
         self.pad_id = _pad_id(self.tokenizer, self.model)
+        self.special = _special_tokens(self.tokenizer)
 
     def verdicts(self, texts: Sequence[str]) -> list[Verdict]:
         """Each text's verdict; a long text's is that of its most unsafe window."""
@@ -143,13 +147,19 @@ class ClassifierGuard:
         ]
 
     def _windows(self, text: str) -> list[list[int]]:
-        # longer than the model's positions is expected here: it is read in windows
+        """The text's token ids as the tokenizer reads it by default; a longer text in
+        half-overlapping windows, each with the tokenizer's own special tokens (a BERT-like
+        model's [CLS] ... [SEP]) around it."""
         ids = list(self.tokenizer(text, verbose=False)["input_ids"]) or [self.pad_id]
         if len(ids) <= self.window:
             return [ids]
-        stride = max(1, self.window // 2)
-        starts = range(0, len(ids) - self.window + stride, stride)
-        return [ids[s : s + self.window] for s in starts]
+        # longer than the model's positions is expected here: it is read in windows
+        bare = list(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        prefix, suffix = self.special
+        size = max(1, self.window - len(prefix) - len(suffix))
+        stride = max(1, size // 2)
+        starts = range(0, max(1, len(bare) - size + stride), stride)
+        return [prefix + bare[s : s + size] + suffix for s in starts]
 
     def _probabilities(self, windows: list[list[int]]) -> torch.Tensor:
         rows = []
@@ -183,8 +193,8 @@ def encode_labelled(
 
 def collate_texts(pad_id: int) -> Any:
     """Right-padded rows of token ids, their attention mask and their labels. A
-    sequence-classification head reads the last token before the first pad, so pad_id must
-    be a token no text holds."""
+    sequence-classification head reads each row's rightmost token that is not pad_id, so
+    pad_id must be a token no text ends with."""
 
     def batch(samples: list[LabelledIds]) -> dict[str, torch.Tensor]:
         width = max(len(s.input_ids) for s in samples)
@@ -236,11 +246,29 @@ class ClassifierObjective:
             }
 
 
+def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a text by default ([CLS] and [SEP] for a
+    BERT-like one; none for Quark's), found on a sample word: what each window is wrapped in."""
+    sample = "sample"
+    whole = list(tokenizer(sample)["input_ids"])
+    bare = list(tokenizer(sample, add_special_tokens=False)["input_ids"])
+    for start in range(len(whole) - len(bare) + 1):
+        if whole[start : start + len(bare)] == bare:
+            return whole[:start], whole[start + len(bare) :]
+    return [], []
+
+
 def _pad_id(tokenizer: Any, model: Any) -> int:
-    for candidate in (tokenizer.pad_token_id, model.config.pad_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
+    """The id batches are padded with. A sequence-classification head finds each row's last
+    real token by the config's pad_token_id, so that is the one used; a model without one
+    (many decoder classifiers) gets the tokenizer's pad or eos token set as its own."""
+    if model.config.pad_token_id is not None:
+        return int(model.config.pad_token_id)
+    chosen = next(
+        (int(i) for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0
+    )
+    model.config.pad_token_id = chosen
+    return chosen
 
 
 def classifier_metrics(

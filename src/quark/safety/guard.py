@@ -6,8 +6,8 @@
                         trained on requests), answers and documents when asked
 
 A text is blocked when either half finds something; the findings say which rule or label.
-The classifier reads a text as written and in the readings the rules decode (leetspeak
-undone, base64 decoded), as the rules do.
+The classifier reads a text as written and in the readings the rules decode (leetspeak,
+look-alike letters and separators inside words undone, base64 decoded), as the rules do.
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ class SafetyGuard:
 
     def _worst(self, texts: list[str]) -> list[Any]:
         """Each text's classifier verdict over the text and the readings the rules decode
-        (leetspeak undone, base64 decoded): a request the rules would decode is read decoded
-        by the classifier too, which never saw encodings in training. The verdict of the
-        most unsafe reading, with its form."""
+        (leetspeak undone, look-alikes and separators undone, base64 decoded): a request the
+        rules would decode is read decoded by the classifier too, which never saw encodings
+        in training. The verdict of the most unsafe reading, with its form."""
         readings = [[("text", text), *decoded_forms(text)] for text in texts]
         flat = [variant for forms in readings for _, variant in forms]
         verdicts = iter(self.classifier.verdicts(flat))

@@ -123,7 +123,10 @@ def probes(
 
 
 def refused_in_words(answer: str) -> bool:
-    return answer.strip().lower().startswith(REFUSAL_OPENINGS)
+    opening = (
+        answer.strip().lower().replace("\u2019", "'")
+    )  # I can\u2019t: a typographic apostrophe
+    return opening.startswith(REFUSAL_OPENINGS)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ classifier does on phrasings it has not seen. The tasks are shared by the splits
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -189,12 +190,13 @@ def template_splits(held_out: float, seed: int) -> dict[str, list[int]]:
     test (at least one each), the rest for train; seeded."""
     order = list(range(len(TEMPLATES)))
     random.Random(seed).shuffle(order)
-    kept = max(1, round(held_out * len(order)))
+    kept = max(1, math.floor(held_out * len(order)))
     if len(order) - 2 * kept < 1:
+        largest = (len(order) - 1) // 2 / len(order)
         raise ConfigError(
             "data.task.held_out_templates",
             f"{held_out} leaves no template for training ({len(order)} templates)",
-            "allowed: a share below 0.5",
+            f"allowed: at most {largest:.3f}",
         )
     return {
         "test": sorted(order[:kept]),
@@ -217,12 +219,15 @@ def generated_splits(
 ) -> dict[str, list[LabelledRequest]]:
     """Each split's requests, only from its templates: every request they make, with a seeded
     opening and ending, and then more of them with other openings and endings up to
-    `counts[split]` (never a text twice); shuffled."""
+    `counts[split]` (never a text twice); shuffled. A split asked for fewer than its templates
+    make draws them in a seeded order, so every template and label is in it."""
     groups = template_splits(held_out, seed)
     rng = random.Random(seed + 1)
     found = {}
     for split in SPLITS:
         base = list(all_requests(groups[split]))
+        if counts[split] < len(base):
+            random.Random(seed + 2).shuffle(base)
         requests: dict[str, LabelledRequest] = {}
         for attempt in range(8 * counts[split] + len(base)):
             if len(requests) >= counts[split]:

@@ -42,7 +42,8 @@ SEPARATED = re.compile(r"(?<=[^\W\d_])[-._\u00b7](?=[^\W\d_])")
 @dataclass(frozen=True)
 class Finding:
     """A rule that matched: its category and name, where (in `form`: the text as written,
-    "leetspeak" or "base64"), and what it matched, masked for secrets and personal data."""
+    "leetspeak", "obfuscation" or "base64"), and what it matched, masked for secrets and
+    personal data."""
 
     category: str
     rule: str
@@ -166,13 +167,15 @@ class RuleGuard:
 
 
 def decoded_forms(text: str) -> list[tuple[str, str]]:
-    """(form, text) for each other reading of `text` the rules match: leetspeak undone, base64
-    decoded (the classifier half of the guard reads them too)."""
+    """(form, text) for each other reading of `text` the rules match: leetspeak, look-alike
+    letters and separators undone, base64 decoded (the classifier half of the guard reads
+    them too)."""
     return _decoded(text)
 
 
 def _decoded(text: str, depth: int = 0) -> list[tuple[str, str]]:
-    """The other readings of `text`: leetspeak undone, and each base64 run that decodes to
+    """The other readings of `text`: leetspeak undone, look-alike letters and separators
+    inside words undone (with and without leetspeak), and each base64 run that decodes to
     printable text, read again in turn (base64 of base64, up to DECODE_DEPTH levels: the
     adaptive red team found a second layer was enough to pass one level of decoding)."""
     forms = []

@@ -331,6 +331,7 @@ def _safety_requests(cfg: DictConfig, run: Run) -> dict[str, float]:
     asked = {split: int(task[split]) for split in SPLITS}
     held_out, seed = float(task.held_out_templates), int(cfg.seed)
     splits = generated_splits(asked, held_out, seed)
+    splits = {split: requests for split, requests in splits.items() if requests}  # test=0: none
     for split, requests in splits.items():
         path = run.path(f"{split}.jsonl")
         with open(path, "w") as out:

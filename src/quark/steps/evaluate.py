@@ -158,7 +158,7 @@ def _red_team_inputs(cfg: DictConfig, model: ModelLocation) -> tuple[Path | None
         )
     classifier = classifier_dir(cfg)
 
-    def holds_test(run: Path) -> bool:
+    def holds_test(run: Path) -> bool:  # val.jsonl: the adaptive attack's seeds
         return holds_labelled(run) and (run / "test.jsonl").is_file()
 
     source = classifier.parent if classifier is not None else None
@@ -342,7 +342,7 @@ def _red_team(
 
     options = cfg.step.red_team
     guard = build_guard(cfg.safety, inputs.classifier)
-    requests = suite_requests(inputs.red_team_data, int(cfg.seed))
+    requests, attack_seeds = suite_requests(inputs.red_team_data, int(cfg.seed))
     suite = probes(requests, list(options.framings), int(options.attacks), int(options.benign),
                    int(cfg.seed))  # fmt: skip
     described["red team guard"] = str(cfg.safety.name) + (
@@ -350,7 +350,7 @@ def _red_team(
     )
     described["red team requests"] = str(inputs.red_team_data or "generated from the seed")
     result = run_red_team(
-        inputs.model.directory, guard, suite, requests, options, seed=int(cfg.seed),
+        inputs.model.directory, guard, suite, attack_seeds, options, seed=int(cfg.seed),
         threads=cpu_threads(), hold_back=int(cfg.safety.hold_back),
     )  # fmt: skip
     write_results(run.path("red_team"), result)

@@ -103,6 +103,12 @@ class DataSchema:
                 f"{self.clean.min_chars} exceeds data.clean.max_chars={self.clean.max_chars}",
                 "min_chars <= max_chars",
             )
+        if self.kind == "safety_requests" and self.task.val < 1:
+            raise ConfigError(
+                "data.task.val",
+                "is 0: a classifier trained on this set needs validation texts",
+                "allowed: >= 1",
+            )
         if self.task.min_digits > self.task.max_digits:
             raise ConfigError(
                 "data.task.min_digits",
