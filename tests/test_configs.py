@@ -36,6 +36,7 @@ REQUIRED = {
     "data/code_and_docs": lambda tmp: [f"data.sources.1.paths=[{tmp}/*.md]"],
     "model/hf": lambda tmp: [f"model.name_or_path={tmp}"],
     "model/llama_custom": lambda tmp: MISTRAL_7B_SIZES,
+    "embedder/sentence_transformers": lambda tmp: [f"embedder.path={tmp}"],
 }
 # Options read by one step only: composed with it (align's options set that step's keys).
 STEP_OF = {"align": "align"}
@@ -59,6 +60,8 @@ STEP_OF = {"align": "align"}
             "hparams_search",
             "align",
             "safety",
+            "embedder",
+            "index",
         )
         for o in options(g)
     ],
@@ -70,7 +73,7 @@ def test_every_option_composes_and_validates(group: str, option: str, hf_model_d
     validate(cfg)
     if group == "pipeline":
         assert cfg.pipeline.stages, "a pipeline without stages"
-    if group in ("step", "data", "align", "safety"):
+    if group in ("step", "data", "align", "safety", "embedder", "index"):
         assert cfg[group].name == option
 
 

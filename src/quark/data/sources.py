@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from quark.core.errors import QuarkError
+from quark.core.files import sha256_file, sha256_json
 
 TEST_DIRS = {"test", "tests", "idle_test"}
 
@@ -204,3 +205,43 @@ def _hf_dataset(spec: Any, stats: SourceStats) -> Iterator[Document]:
         stats.documents += 1
         stats.bytes += len(text.encode())
         yield Document(stats.name, f"{name}#{index}", text)
+
+
+def source_records(sources: Any) -> dict[str, Path | dict[str, Any]]:
+    """The input record of each source (`data.sources.N`): a corpus's file list and content
+    hash, or a saved dataset's directory; a hub dataset has none."""
+    found: dict[str, Path | dict[str, Any]] = {}
+    for index, source in enumerate(sources):
+        key = f"data.sources.{index}"
+        if source.type == "stdlib_code":
+            root = Path(sysconfig.get_paths()["stdlib"])
+            found[key] = corpus_record(key, "stdlib_code", root, stdlib_files())
+        elif source.type == "hf_dataset":
+            if source.name_or_path and Path(str(source.name_or_path)).expanduser().exists():
+                found[key] = Path(str(source.name_or_path)).expanduser()
+        else:
+            found[key] = corpus_record(key, str(source.type), None, matching_files(source, key))
+    return found
+
+
+def corpus_record(key: str, kind: str, root: Path | None, files: list[Path]) -> dict[str, Any]:
+    """One input record for a whole corpus: its file list and a hash of every file's content."""
+    if not files:
+        raise QuarkError(f"{key}: empty corpus (no files)")
+    hashed = []
+    total = 0
+    for file in files:
+        try:
+            digest = sha256_file(file)
+        except OSError as exc:
+            raise QuarkError(f"{file}: unreadable ({exc.strerror or exc})") from None
+        name = str(file.relative_to(root)) if root else str(file)
+        hashed.append((name, digest))
+        total += file.stat().st_size
+    return {
+        "path": str(root) if root else key,
+        "kind": f"corpus:{kind}",
+        "sha256": sha256_json(hashed),
+        "bytes": total,
+        "files": [n for n, _ in hashed],
+    }

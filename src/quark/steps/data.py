@@ -23,12 +23,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from quark.core.errors import QuarkError
-from quark.core.files import files_under, sha256_file, sha256_json
+from quark.core.files import files_under
 from quark.core.run import Run
 from quark.data.card import write_card
 from quark.data.cleaning import normalize, rejection
 from quark.data.dedup import Deduplicator
-from quark.data.sources import SourceStats, matching_files, read_source, stdlib_files
+from quark.data.sources import SourceStats, read_source, source_records
 from quark.safety.guard import build_guard, classifier_dir
 
 TASK_KINDS = ("arithmetic_sft", "arithmetic_prefs", "safety_requests")
@@ -52,19 +52,7 @@ class DataInputs:
 def inputs(cfg: DictConfig) -> DataInputs:
     if cfg.data.kind in TASK_KINDS:
         return DataInputs({}, None)
-    found: dict[str, Path | dict[str, Any]] = {}
-    for index, source in enumerate(cfg.data.sources):
-        key = f"data.sources.{index}"
-        if source.type == "stdlib_code":
-            import sysconfig
-
-            root = Path(sysconfig.get_paths()["stdlib"])
-            found[key] = _corpus_record(key, "stdlib_code", root, stdlib_files())
-        elif source.type == "hf_dataset":
-            if source.name_or_path and Path(str(source.name_or_path)).expanduser().exists():
-                found[key] = Path(str(source.name_or_path)).expanduser()
-        else:
-            found[key] = _corpus_record(key, str(source.type), None, matching_files(source, key))
+    found = source_records(cfg.data.sources)
     tokenizer = None
     if cfg.data.tokenizer.path:
         from quark.data.tokenizer import load_tokenizer
@@ -254,29 +242,6 @@ def _notes(data: Any) -> list[str]:
             f"{platform.python_version()}, {sys.base_prefix}): the corpus, and so the shards, depend on the Python build."
         )
     return notes
-
-
-def _corpus_record(key: str, kind: str, root: Path | None, files: list[Path]) -> dict[str, Any]:
-    """One input record for a whole corpus: its file list and a hash of every file's content."""
-    if not files:
-        raise QuarkError(f"{key}: empty corpus (no files)")
-    hashed = []
-    total = 0
-    for file in files:
-        try:
-            digest = sha256_file(file)
-        except OSError as exc:
-            raise QuarkError(f"{file}: unreadable ({exc.strerror or exc})") from None
-        name = str(file.relative_to(root)) if root else str(file)
-        hashed.append((name, digest))
-        total += file.stat().st_size
-    return {
-        "path": str(root) if root else key,
-        "kind": f"corpus:{kind}",
-        "sha256": sha256_json(hashed),
-        "bytes": total,
-        "files": [n for n, _ in hashed],
-    }
 
 
 def _task_set(cfg: DictConfig, run: Run) -> dict[str, float]:

