@@ -118,10 +118,14 @@ class Serving:
 
 @contextlib.contextmanager
 def serving(
-    directory: Path, api_key: str | None = None, guard: Any = None, **limits: int
+    directory: Path,
+    api_key: str | None = None,
+    guard: Any = None,
+    retrieval: Any = None,
+    **limits: int,
 ) -> Iterator[Serving]:
     """The model in `directory` served in this process on a free loopback port, behind
-    `guard` when given."""
+    `guard` and with `retrieval` (quark.serve.rag.Retrieval) when given."""
     from quark.serve.api import build_app
     from quark.serve.backends import load_model
     from quark.serve.engine import Engine
@@ -133,7 +137,7 @@ def serving(
     engine = Engine(model, limits.pop("max_batch_size", 8), limits.pop("max_prefill_tokens", 2048))
     settings = {"max_tokens": 400, "max_prompt_tokens": 200, "max_request_bytes": 20_000}
     settings |= {"max_waiting": 64} | limits
-    app = build_app(model, engine, Limits(**settings), api_key, guard)
+    app = build_app(model, engine, Limits(**settings), api_key, guard, retrieval=retrieval)
     server = Server(app, bind("127.0.0.1", 0))
     engine.start()
     server.start()

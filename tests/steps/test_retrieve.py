@@ -5,13 +5,24 @@ without a rebuild, a BM25-only index, and bad input refused with one line and ex
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from quark.core.run import verify_run
 
-from ..conftest import LaunchFn, launcher, manifests
+from ..conftest import REPO, LaunchFn, launcher, manifests
+from ..serve import conftest as serve_models
+from ..serve.conftest import TinyModels
+from .test_serve import URL_LINE
+
+tiny_models = serve_models.tiny_models  # the session's tiny chat model, trained once
 
 # the json package: about 60 chunks, questions of both kinds
 SMALL = ["step=retrieve", "step.include=[json/*]", "embedder.max_tokens=128"]
@@ -139,3 +150,52 @@ def test_a_corrupted_index_and_another_embedder_are_refused(
     done = launch(*SMALL, f"step.add_to={copy}")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert f"{index}: sha256 does not match the manifest" in done.stderr
+
+
+def test_serve_answers_with_the_index_from_the_command_line(
+    outputs: Path, indexed: Path, tiny_models: TinyModels
+) -> None:
+    env = {**os.environ, "QUARK_OUTPUT_DIR": str(outputs)}
+    process = subprocess.Popen(
+        [sys.executable, "launch.py", "step=serve", f"step.model_dir={tiny_models.chat}",
+         "step.port=0", "step.threads=1", f"step.retrieval.index={indexed}", "step.retrieval.k=2"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        log = []
+        for line in process.stdout:
+            log.append(line)
+            if match := URL_LINE.search(line):
+                break
+        assert match, "".join(log)
+        assert any("serve: retrieval from" in line for line in log), "".join(log)
+        threading.Thread(target=lambda: log.extend(process.stdout), daemon=True).start()  # type: ignore[arg-type]
+        body = {"messages": [{"role": "user", "content": "How do I decode a JSON document?"}],
+                "max_tokens": 3, "retrieval": True}  # fmt: skip
+        answer = httpx.post(f"{match.group(3)}/v1/chat/completions", json=body, timeout=60).json()
+        assert len(answer["sources"]) <= 2 and answer["sources"][0]["path"].startswith("json/")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, "".join(log)
+    finally:
+        process.kill()
+    [manifest] = manifests(outputs)
+    assert manifest["status"] == "completed"
+    roles = {i["role"]: i for i in manifest["inputs"]}
+    assert roles["retrieval_index"]["path"] == str(indexed.resolve())
+
+
+@pytest.mark.parametrize(
+    ("index", "says"),
+    [
+        ("/no/such/run", "step.retrieval.index: /no/such/run does not exist"),
+        ("{model}", "not a Quark run directory (no manifest.json)"),
+    ],
+)
+def test_serve_refuses_a_retrieval_index_that_is_not_one(
+    launch: LaunchFn, tiny_models: TinyModels, index: str, says: str
+) -> None:
+    done = launch("step=serve", f"step.model_dir={tiny_models.chat}", "step.port=0",
+                  f"step.retrieval.index={index.replace('{model}', str(tiny_models.chat))}")  # fmt: skip
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert says in done.stderr

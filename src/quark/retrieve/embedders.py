@@ -46,10 +46,12 @@ class Embedder:
     tokenizer: Any = field(repr=False)
     batch_size: int = 64
     texts_per_s: float = 0.0
+    name: str = ""  # the embedder option's name (minilm, ...): what /v1/embeddings calls it
 
     def describe(self) -> dict[str, Any]:
         """What an index records of the embedder that built it."""
         return {
+            "name": self.name or self.kind,
             "kind": self.kind,
             "path": str(self.path),
             "dimension": self.dimension,
@@ -140,6 +142,7 @@ def load_embedder(spec: Any, threads: int | None = None) -> Embedder:
         model=model,
         tokenizer=model.tokenizer,
         batch_size=int(spec.batch_size),
+        name=str(spec.get("name") or kind),
     )
 
 
@@ -194,6 +197,7 @@ def _quark_model(path: Path, spec: Any) -> Embedder:
         model=model,
         tokenizer=tokenizer,
         batch_size=int(spec.batch_size),
+        name=str(spec.get("name") or "quark_model"),
     )
 
 

@@ -27,12 +27,18 @@ from quark.serve.protocol import (
     APIError,
     ChatRequest,
     CompletionRequest,
+    EmbeddingsRequest,
     Limits,
+    RetrieveRequest,
     SamplingRequest,
     read_request,
 )
+from quark.serve.rag import Retrieval, query_of, source_record, with_context
 from quark.serve.responses import Reply
 from quark.serve.sampling import SamplingParams
+
+# the most texts one /v1/embeddings request may hold (OpenAI's limit)
+MAX_EMBEDDED = 2048
 
 
 def build_app(
@@ -42,10 +48,12 @@ def build_app(
     api_key: str | None,
     guard: Guard | None = None,
     hold_back: int = HOLD_BACK_CHARACTERS,
+    retrieval: Retrieval | None = None,
 ) -> FastAPI:
     """The FastAPI app serving `model` through `engine`; /v1/ needs `api_key` when set; with
     a `guard`, requests it blocks are refused and answers checked before they are sent
-    (quark.serve.guarded)."""
+    (quark.serve.guarded); with `retrieval`, chat requests may ask for retrieved context
+    (quark.serve.rag), and /v1/embeddings and /v1/retrieve answer from its index."""
     app = FastAPI(title="Quark", docs_url=None, redoc_url=None, openapi_url=None)
     created = int(time.time())
 
@@ -80,7 +88,66 @@ def build_app(
     async def models(request: Request) -> Response:
         authorize(request)
         card = {"id": model.name, "object": "model", "created": created, "owned_by": "quark"}
-        return JSONResponse({"object": "list", "data": [card]})
+        cards = [card]
+        if retrieval is not None and retrieval.embedder is not None:
+            cards.append({**card, "id": retrieval.embedder.name})
+        return JSONResponse({"object": "list", "data": cards})
+
+    def served_retrieval(param: str) -> Retrieval:
+        if retrieval is None:
+            raise APIError(
+                400 if param == "retrieval" else 404,
+                "this server has no retrieval index; start it with "
+                "step.retrieval.index=<a retrieve run>",
+                param=param, code="no_retrieval",
+            )  # fmt: skip
+        return retrieval
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        authorize(request)
+        served = served_retrieval("input")
+        req = await read_request(request, EmbeddingsRequest, limits)
+        texts = req.texts()
+        if len(texts) > MAX_EMBEDDED or not all(texts):
+            raise APIError(400, f"input: give 1 to {MAX_EMBEDDED} non-empty strings", param="input")
+        if served.embedder is None:
+            raise APIError(
+                404, f"the index '{served.name}' is BM25-only: this server has no embedder",
+                code="no_embedder",
+            )  # fmt: skip
+        name = served.embedder.name
+        if req.model is not None and req.model != name:
+            raise APIError(
+                404, f"the model '{req.model}' does not exist; this server embeds with '{name}'",
+                param="model", code="model_not_found",
+            )  # fmt: skip
+        if req.dimensions is not None and req.dimensions != served.embedder.dimension:
+            raise APIError(
+                400, f"dimensions: this embedder gives {served.embedder.dimension} only",
+                param="dimensions",
+            )  # fmt: skip
+        vectors = await served.embed(texts)
+        tokens = sum(len(served.embedder.token_spans(text)) for text in texts)
+        data = [
+            {"object": "embedding", "index": i, "embedding": encoded(vector, req.encoding_format)}
+            for i, vector in enumerate(vectors)
+        ]
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return JSONResponse({"object": "list", "data": data, "model": name, "usage": usage})
+
+    @app.post("/v1/retrieve")
+    async def retrieve(request: Request) -> Response:
+        authorize(request)
+        served = served_retrieval("query")
+        req = await read_request(request, RetrieveRequest, limits)
+        mode, k = served.check(req.index, req.mode, req.k)
+        hits = await served.search(req.query, mode, k)
+        data = [
+            {**source_record(rank, hit), "text": hit.chunk.text}
+            for rank, hit in enumerate(hits, start=1)
+        ]
+        return JSONResponse({"object": "list", "index": served.name, "mode": mode, "data": data})
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -102,10 +169,26 @@ def build_app(
                 param="messages",
                 code="no_chat_template",
             )
-        return await answer(request, req, [chat_prompt(model, req)], chat=True)
+        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        sources = None
+        if req.retrieval is not None:
+            served = served_retrieval("retrieval")
+            option = req.retrieval
+            mode, k = served.check(option.index, option.mode, option.k)
+            hits = await served.search(query_of(messages), mode, k)
+            messages, kept = with_context(
+                messages, hits, model.tokenizer, served.max_context_tokens
+            )
+            sources = [source_record(rank, hit) for rank, hit in enumerate(kept, start=1)]
+        extra = {"sources": sources} if sources is not None else {}
+        return await answer(request, req, [chat_prompt(model, messages)], chat=True, extra=extra)
 
     async def answer(
-        request: Request, req: SamplingRequest, prompts: list[list[int]], chat: bool
+        request: Request,
+        req: SamplingRequest,
+        prompts: list[list[int]],
+        chat: bool,
+        extra: dict[str, Any] | None = None,
     ) -> Response:
         if req.model is not None and req.model != model.name:
             raise APIError(
@@ -133,7 +216,7 @@ def build_app(
             events = generate(engine, model, prompts, params)
             if guard is not None:
                 events = checked(events, guard, hold_back, len(prompts))
-        reply = Reply(model.name, chat, len(prompts))
+        reply = Reply(model.name, chat, len(prompts), extra)
         if req.stream:
             usage = bool(req.stream_options and req.stream_options.include_usage)
             return StreamingResponse(reply.stream(events, usage), media_type="text/event-stream")
@@ -181,6 +264,15 @@ def build_app(
     return app
 
 
+def encoded(vector: Any, encoding_format: str) -> Any:
+    """An embedding as OpenAI sends it: a list of floats, or base64 of float32 bytes."""
+    if encoding_format == "base64":
+        import base64
+
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector.tolist()
+
+
 def prompt_list(prompt: Any) -> list[str | list[int]]:
     """OpenAI's prompt forms as a list of prompts: text, or token ids."""
     if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
@@ -206,11 +298,10 @@ def prompt_text(model: ServedModel, prompt: list[int]) -> str:
     return str(model.tokenizer.decode(prompt, skip_special_tokens=True))
 
 
-def chat_prompt(model: ServedModel, req: ChatRequest) -> list[int]:
+def chat_prompt(model: ServedModel, messages: list[dict[str, str]]) -> list[int]:
     """The messages rendered by the model's chat template, ready for the assistant's turn."""
     from jinja2 import TemplateError
 
-    messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     try:
         text = model.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=False

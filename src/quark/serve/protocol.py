@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -137,12 +137,59 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+class RetrievalOption(BaseModel):
+    """Not in OpenAI's API (Quark's): answer from a retrieve run's index (step.retrieval)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: str | None = None  # the served index's name; null: it
+    k: int | None = Field(None, ge=1, le=50)
+    mode: Literal["dense", "bm25", "hybrid", "graph"] | None = None
+
+
 class ChatRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    # true: the server's defaults; an object: index, k, mode
+    retrieval: RetrievalOption | None = None
+
+    @field_validator("retrieval", mode="before")
+    @classmethod
+    def _retrieval_switch(cls, value: Any) -> Any:
+        """`true` asks for the server's defaults, `false` for none."""
+        if value is True:
+            return {}
+        return None if value is False else value
 
 
-Parsed = TypeVar("Parsed", bound=SamplingRequest)
+class EmbeddingsRequest(BaseModel):
+    """OpenAI's /v1/embeddings body."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: str | list[str] = Field(min_length=1)
+    model: str | None = None
+    # base64: the float32 vector's little-endian bytes (what the official client asks for)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class RetrieveRequest(BaseModel):
+    """Quark's /v1/retrieve body: ranked chunks for a query."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1)
+    k: int | None = Field(None, ge=1, le=100)
+    mode: Literal["dense", "bm25", "hybrid", "graph"] | None = None
+    index: str | None = None
+
+
+Parsed = TypeVar("Parsed", bound=BaseModel)
 
 
 async def read_request(request: Request, kind: type[Parsed], limits: Limits) -> Parsed:
@@ -171,7 +218,8 @@ async def read_request(request: Request, kind: type[Parsed], limits: Limits) -> 
         parsed = kind.model_validate(data)
     except ValidationError as exc:
         raise APIError(400, *validation_message(exc)) from None
-    parsed.check_supported(data)
+    if isinstance(parsed, SamplingRequest):
+        parsed.check_supported(data)
     return parsed
 
 

@@ -16,8 +16,13 @@ from quark.serve.protocol import APIError
 class Reply:
     """OpenAI's response objects, whole or as server-sent event chunks."""
 
-    def __init__(self, model: str, chat: bool, choices: int) -> None:
+    def __init__(
+        self, model: str, chat: bool, choices: int, extra: dict[str, Any] | None = None
+    ) -> None:
         self.model, self.chat, self.choices = model, chat, choices
+        # fields beyond OpenAI's (the retrieved sources): on the whole response, and on the
+        # first chunk of a stream
+        self.extra = extra or {}
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         self.created = int(time.time())
         self.object = "chat.completion" if chat else "text_completion"
@@ -53,14 +58,16 @@ class Reply:
                 prompt_tokens += event.prompt_tokens
                 completion_tokens += event.completion_tokens
         choices = [self._choice(i, texts[i], finish[i], False) for i in range(self.choices)]
-        return {**self._envelope(choices), "usage": usage(prompt_tokens, completion_tokens)}
+        body = {**self._envelope(choices), "usage": usage(prompt_tokens, completion_tokens)}
+        return body | self.extra
 
     async def stream(self, events: AsyncIterator[Event], include_usage: bool) -> AsyncIterator[str]:
         prompt_tokens = completion_tokens = 0
         if self.chat:  # the role comes first, as OpenAI sends it
             for i in range(self.choices):
                 first = {"index": i, "delta": {"role": "assistant", "content": ""}}
-                yield sse(self._envelope([{**first, "finish_reason": None}], chunk=True))
+                chunk = self._envelope([{**first, "finish_reason": None}], chunk=True)
+                yield sse(chunk | self.extra if i == 0 else chunk)
         async for event in events:
             if event.finish_reason == "error":
                 error = APIError(500, event.error, code="generation_failed", kind="server_error")

@@ -44,10 +44,12 @@ class ServeInputs:
 
     model: ModelLocation
     classifier: Path | None = None  # safety=classifier's model
+    retrieval: Path | None = None  # step.retrieval.index: a retrieve run
 
     def recorded(self) -> dict[str, Path]:
         found = {"model": self.model.source}
-        return found | ({"safety_classifier": self.classifier} if self.classifier else {})
+        found |= {"safety_classifier": self.classifier} if self.classifier else {}
+        return found | ({"retrieval_index": self.retrieval} if self.retrieval else {})
 
 
 def inputs(cfg: DictConfig) -> ServeInputs:
@@ -57,7 +59,25 @@ def inputs(cfg: DictConfig) -> ServeInputs:
     from quark.safety.guard import classifier_dir
 
     model = find_model(cfg, "step.model_dir", MODEL_DIR_ALLOWED, SERVED_EXPORTS)
-    return ServeInputs(model, classifier_dir(cfg))
+    return ServeInputs(model, classifier_dir(cfg), retrieval_index(cfg))
+
+
+def retrieval_index(cfg: DictConfig) -> Path | None:
+    """step.retrieval.index: a completed retrieve run whose files match its manifest."""
+    from quark.core.run import verify_run
+
+    named = cfg.step.retrieval.index
+    if not named:
+        return None
+    path = Path(str(named)).expanduser()
+    allowed = "give a completed retrieve run directory (python launch.py step=retrieve)"
+    if not path.is_dir():
+        problem = "does not exist" if not path.exists() else "is not a directory"
+        raise ConfigError("step.retrieval.index", f"{path} {problem}", allowed)
+    step = verify_run(path).get("step")
+    if step != "retrieve":
+        raise ConfigError("step.retrieval.index", f"{path} is a {step} run", allowed)
+    return path
 
 
 def run(cfg: DictConfig, run: Run, inputs: ServeInputs) -> dict[str, float]:
@@ -81,6 +101,15 @@ def run(cfg: DictConfig, run: Run, inputs: ServeInputs) -> dict[str, float]:
         threads = configure_threads(step.threads)
         name = str(step.model_name or default_name(source, directory))
         model = load_model(directory, name, torch_device(str(step.device)), threads)
+        retrieval = None
+        if inputs.retrieval is not None:
+            from quark.serve.rag import load_retrieval
+
+            served = step.retrieval
+            budget = int(served.max_context_tokens or model.positions // 2)
+            retrieval = load_retrieval(inputs.retrieval, int(served.k), str(served.mode), budget)
+            log.info("serve: retrieval from %s (%d chunks, modes %s)", inputs.retrieval,
+                     len(retrieval.index.chunks), ", ".join(retrieval.index.modes))  # fmt: skip
     except BaseException:
         sock.close()
         raise
@@ -96,7 +125,8 @@ def run(cfg: DictConfig, run: Run, inputs: ServeInputs) -> dict[str, float]:
     api_key = step.api_key or os.environ.get("QUARK_API_KEY") or None
     guard = build_guard(cfg.get("safety"), inputs.classifier)
     hold_back = int(cfg.safety.hold_back) if guard is not None else HOLD_BACK_CHARACTERS
-    server = Server(build_app(model, engine, limits, api_key, guard, hold_back), sock)
+    app = build_app(model, engine, limits, api_key, guard, hold_back, retrieval)
+    server = Server(app, sock)
     engine.start()
     server.start()
     started = time.perf_counter()

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quark.core.schemas.fields import choice, pattern, ranged
+from quark.core.schemas.retrieve import MODES
+
+
+@dataclass
+class ServedRetrievalSchema:
+    # a retrieve run: chat requests may ask for "retrieval" (its chunks in the prompt, their
+    # sources in the response), and /v1/embeddings and /v1/retrieve answer; null: none
+    index: str | None = None
+    k: int = ranged(4, ge=1, le=50)  # chunks a request gets unless it asks for another k
+    mode: str = choice("hybrid", MODES)  # unless the request names one
+    # tokens of the served model the retrieved text may fill; null: half its positions
+    max_context_tokens: int | None = ranged(None, ge=16)
 
 
 @dataclass
@@ -49,3 +61,4 @@ class ServeStepSchema:
     demo_max_tokens: int = ranged(48, ge=1)
     # the demo request's sampling temperature (0: greedy), seeded with the run's seed
     demo_temperature: float = ranged(0.6, ge=0)
+    retrieval: ServedRetrievalSchema = field(default_factory=ServedRetrievalSchema)
