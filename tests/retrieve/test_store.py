@@ -17,7 +17,11 @@ from quark.retrieve.building import Corpus, chunk_corpus, write_index
 from quark.retrieve.embedders import Embedder, load_embedder
 from quark.retrieve.store import RetrievalIndex, fused_scores, terms
 
+from ..serve import conftest as serve_models
+from ..serve.conftest import TinyModels
 from .test_graph import DOCUMENTS
+
+tiny_models = serve_models.tiny_models  # the session's tiny models, trained once
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
@@ -143,3 +147,26 @@ def test_bm25_terms_split_identifiers_and_fusion_sums_reciprocal_ranks() -> None
     ]  # fmt: skip
     scores = dict(fused_scores([[1, 2], [2, 3]], rrf_k=10, weights=[1.0, 0.5]))
     assert scores == pytest.approx({1: 1 / 11, 2: 1 / 12 + 0.5 / 11, 3: 0.5 / 12})
+
+
+def test_a_quark_model_embeds_by_mean_pooling_its_last_hidden_states(
+    tiny_models: TinyModels,
+) -> None:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    spec = OmegaConf.create(
+        {"name": "quark_model", "kind": "quark_model", "path": str(tiny_models.base),
+         "batch_size": 2, "max_tokens": None, "device": "cpu"}
+    )  # fmt: skip
+    embedder = load_embedder(spec)
+    texts = ["item2 has value 3", "colour of item4 is red and blue", "x"]
+    vectors = embedder.encode(texts)
+    assert vectors.shape == (3, 64) and embedder.max_tokens == 512
+    model = AutoModel.from_pretrained(tiny_models.base).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.base)
+    for text, vector in zip(texts, vectors, strict=True):
+        ids = torch.tensor([tokenizer.encode(text)])
+        with torch.no_grad():
+            mean = model(input_ids=ids).last_hidden_state[0].mean(0)
+        assert np.allclose(vector, (mean / mean.norm()).numpy(), atol=1e-5)  # padding ignored

@@ -339,7 +339,7 @@ def test_bad_input_is_one_line_and_exit_2(
         ),
         (
             ["step.tasks=[bleu]"],
-            "error: step.tasks.0: 'bleu' is not a task; allowed: perplexity, exact_match, red_team",
+            "error: step.tasks.0: 'bleu' is not a task; allowed: perplexity, exact_match, red_team, rag",
         ),
         (
             [f"step.regression.baseline={malformed}"],

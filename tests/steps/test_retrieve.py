@@ -199,3 +199,39 @@ def test_serve_refuses_a_retrieval_index_that_is_not_one(
                   f"step.retrieval.index={index.replace('{model}', str(tiny_models.chat))}")  # fmt: skip
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert says in done.stderr
+
+
+def test_evaluate_measures_answers_with_and_without_retrieval(
+    launch: LaunchFn, outputs: Path, indexed: Path, tiny_models: TinyModels
+) -> None:
+    launch(
+        "step=evaluate", f"step.model_dir={tiny_models.chat}", "step.tasks=[rag]",
+        f"step.rag.index={indexed}", "step.rag.questions=12", "step.rag.max_new_tokens=8",
+        check=True,
+    )  # fmt: skip
+    [manifest] = manifests(outputs)
+    metrics = manifest["metrics"]
+    assert metrics["rag/questions"] == 12
+    for name in ("rag/accuracy", "rag/accuracy_without_retrieval", "rag/context_recall"):
+        assert 0 <= metrics[name] <= 1
+    # hybrid retrieval puts the defining file among 3 sources for most questions
+    assert metrics["rag/context_recall"] >= 0.6
+    records = [
+        json.loads(line)
+        for line in (Path(manifest["run_dir"]) / "rag" / "answers.jsonl").read_text().splitlines()
+    ]
+    assert len(records) == 12 and records[0]["question"].startswith("In which file is `")
+    assert records[0]["reference"].startswith("json/") and 1 <= len(records[0]["sources"]) <= 3
+    recall = sum(r["reference"] in r["sources"] for r in records) / 12
+    assert recall == pytest.approx(metrics["rag/context_recall"])
+    assert sum(r["correct"] for r in records) / 12 == pytest.approx(metrics["rag/accuracy"])
+    roles = {i["role"]: i for i in manifest["inputs"]}
+    assert roles["retrieval_index"]["path"] == str(indexed.resolve())
+
+
+def test_evaluate_rag_without_a_retrieve_run_says_what_to_run(
+    launch: LaunchFn, tiny_models: TinyModels
+) -> None:
+    done = launch("step=evaluate", f"step.model_dir={tiny_models.chat}", "step.tasks=[rag]")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "step.rag.index: no completed retrieve run in experiment 'demo'" in done.stderr

@@ -96,7 +96,7 @@ def _docstring_questions(graph: nx.MultiDiGraph, val_fraction: float) -> list[Qu
         ):
             continue
         question = as_question(sentence, str(data["kind"]))
-        split = _split(name, val_fraction)
+        split = split_of(name, val_fraction)
         questions.append(Question(question, (name,), (tuple(data["chunks"]),), split))
     return questions
 
@@ -125,14 +125,15 @@ def _relation_questions(graph: nx.MultiDiGraph, val_fraction: float) -> list[Que
                     template.format(mention),
                     tuple(targets),
                     tuple(tuple(graph.nodes[t]["chunks"]) for t in targets),
-                    _split(name, val_fraction),
+                    split_of(name, val_fraction),
                     "relation",
                 )
             )
     return questions
 
 
-def _split(name: str, val_fraction: float) -> str:
+def split_of(name: str, val_fraction: float) -> str:
+    """val or test, by a hash of the unit asked about."""
     draw = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return "val" if draw < val_fraction else "test"
 

@@ -48,13 +48,14 @@ def measured(cfg: DictConfig, model: ModelLocation) -> tuple[list[str], list[str
     chat = has_chat_template(model.directory)
     if cfg.step.tasks is not None:
         tasks = list(cfg.step.tasks)
-        if "exact_match" in tasks and not chat:
-            raise ConfigError(
-                "step.tasks",
-                f"exact_match needs a model with a chat template and {model.directory} has none "
-                "(a pretrain-only model)",
-                "fine-tune it first (step=finetune), or leave exact_match out",
-            )
+        for task in ("exact_match", "rag"):
+            if task in tasks and not chat:
+                raise ConfigError(
+                    "step.tasks",
+                    f"{task} needs a model with a chat template and {model.directory} has none "
+                    "(a pretrain-only model)",
+                    f"fine-tune it first (step=finetune), or leave {task} out",
+                )
         return tasks, []
     if chat:
         return ["perplexity", "exact_match"], []
@@ -77,11 +78,13 @@ class EvaluateInputs:
     baseline: Path | None
     classifier: Path | None = None  # safety=classifier's model (red_team)
     red_team_data: Path | None = None  # the held-out requests (red_team)
+    retrieval: Path | None = None  # the retrieve run (rag)
 
     def recorded(self) -> dict[str, Path]:
         found = {"model": self.model.source, "data": self.data_dir}
         found |= {"questions": self.split_dir, "baseline": self.baseline}
         found |= {"safety_classifier": self.classifier, "red_team_data": self.red_team_data}
+        found |= {"retrieval_index": self.retrieval}
         return {role: path for role, path in found.items() if path is not None}
 
 
@@ -131,7 +134,63 @@ def inputs(cfg: DictConfig) -> EvaluateInputs:
     classifier = red_team_data = None
     if "red_team" in tasks:
         classifier, red_team_data = _red_team_inputs(cfg, model)
-    return EvaluateInputs(model, tasks, notes, data_dir, split, baseline, classifier, red_team_data)
+    retrieval = _rag_index(cfg, model) if "rag" in tasks else None
+    return EvaluateInputs(
+        model, tasks, notes, data_dir, split, baseline, classifier, red_team_data, retrieval
+    )
+
+
+def _rag_index(cfg: DictConfig, model: ModelLocation) -> Path:
+    """step.rag.index, else the newest completed retrieve run of the experiment."""
+    from quark.core.run import verify_run
+    from quark.lineage.finding import find_run, missing
+
+    allowed = "give a retrieve run directory (python launch.py step=retrieve)"
+    if not model.in_torch:
+        raise ConfigError(
+            "step.tasks", f"rag generates in torch and {model.label} is not a torch model",
+            f"evaluate the model it was exported from: step.model_dir={model.origin}",
+        )  # fmt: skip
+    found = find_run(cfg, ("retrieve",), key="step.rag.index", allowed=allowed)
+    if found is None:
+        raise missing(cfg, "step.rag.index", "retrieve run", allowed)
+    step = verify_run(found).get("step")
+    if step != "retrieve" or not (found / "graph" / "graph.json").is_file():
+        raise ConfigError(
+            "step.rag.index", f"{found} is not a retrieve run with a code graph ({step} run)",
+            allowed,
+        )  # fmt: skip
+    return found
+
+
+def _rag(
+    cfg: DictConfig,
+    run: Run,
+    index: Path,
+    model: Any,
+    tokenizer: Any,
+    stops: list[int],
+    described: dict[str, str],
+) -> dict[str, float]:
+    from quark.eval.rag import measure_rag, rag_questions
+    from quark.serve.rag import load_retrieval
+
+    rag = cfg.step.rag
+    positions = int(getattr(model.config, "max_position_embeddings", 512))
+    budget = int(rag.max_context_tokens or positions // 2)
+    retrieval = load_retrieval(index, int(rag.k), str(rag.mode), budget)
+    questions = rag_questions(retrieval.index.graph, int(rag.questions))
+    if not questions:
+        raise ConfigError(
+            "step.rag.index", f"{index}'s corpus gives no questions (no classes or functions)"
+        )
+    described["rag index"] = str(index)
+    found = measure_rag(
+        model, tokenizer, retrieval, questions, stops, int(rag.max_new_tokens), int(rag.batch_size)
+    )
+    found.write(run.path("rag", "answers.jsonl"))
+    run.add_output("rag")
+    return found.metrics()
 
 
 def _red_team_inputs(cfg: DictConfig, model: ModelLocation) -> tuple[Path | None, Path | None]:
@@ -261,6 +320,10 @@ def run(cfg: DictConfig, run: Run, inputs: EvaluateInputs) -> dict[str, float]:
         metrics["exact_match_samples"] = float(len(pairs))
         write_answers(run.path("answers.jsonl"), pairs, answer=found.answers, correct=found.correct)
         run.add_output("answers.jsonl")
+    # 3a. Retrieval-augmented answers: with and without the retrieve run's chunks.
+    if "rag" in tasks:
+        assert inputs.retrieval is not None and torch_model is not None  # inputs() made sure
+        metrics |= _rag(cfg, run, inputs.retrieval, torch_model, tokenizer, stops, described)
     decoder.close()
     del decoder, torch_model  # lm-eval loads its own copy
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quark.core.errors import ConfigError
-from quark.core.schemas.fields import pattern, ranged
+from quark.core.schemas.fields import choice, pattern, ranged
 from quark.core.schemas.tolerance import DIRECTIONS, parse_tolerance
 
 # what step.tasks may name: Quark's own measurements (lm-eval's tasks are in step.lm_eval)
-TASKS = ("perplexity", "exact_match", "red_team")
+TASKS = ("perplexity", "exact_match", "red_team", "rag")
 FRAMINGS = (
     "plain", "jailbreak", "roleplay", "hypothetical", "base64", "leetspeak", "retrieved_injection",
 )  # fmt: skip
@@ -91,6 +91,20 @@ class RedTeamSchema:
 
 
 @dataclass
+class RagSchema:
+    # a retrieve run; null: the newest completed retrieve run of this experiment
+    index: str | None = None
+    # questions asked (about the index's test-split classes and functions)
+    questions: int = ranged(100, ge=1)
+    k: int = ranged(3, ge=1, le=50)
+    mode: str = choice("hybrid", ("dense", "bm25", "hybrid", "graph"))
+    # the model's tokens the retrieved chunks may fill; null: half its positions
+    max_context_tokens: int | None = ranged(None, ge=16)
+    max_new_tokens: int = ranged(24, ge=1)
+    batch_size: int = ranged(16, ge=1)
+
+
+@dataclass
 class EvaluateStepSchema:
     name: str = "evaluate"
     # a pretrain, finetune or align run directory (its hf/ export), an optimize run (its export, in
@@ -100,7 +114,8 @@ class EvaluateStepSchema:
     # a data run with token shards (perplexity on its validation split); null: the data run
     # the model was trained on, else the newest completed one of this experiment
     data_dir: str | None = None
-    # what to measure: perplexity, exact_match, red_team (needs safety=rules or classifier);
+    # what to measure: perplexity, exact_match, red_team (needs safety=rules or classifier),
+    # rag (answers with and without a retrieve run's chunks);
     # null: perplexity, and exact_match when the model has a chat template (it was fine-tuned)
     tasks: list[str] | None = None
     # perplexity: windows of seq_len tokens (at most the model's positions), teacher forced
@@ -111,6 +126,7 @@ class EvaluateStepSchema:
     lm_eval: LmEvalSchema = field(default_factory=LmEvalSchema)
     regression: RegressionSchema = field(default_factory=RegressionSchema)
     red_team: RedTeamSchema = field(default_factory=RedTeamSchema)
+    rag: RagSchema = field(default_factory=RagSchema)
     # CPU threads of every runtime (torch, ONNX Runtime, llama.cpp); null: torch's default
     threads: int | None = ranged(None, ge=1)
 
