@@ -17,7 +17,7 @@ import pytest
 
 from quark.core.run import verify_run
 
-from ..conftest import REPO, LaunchFn, launcher, manifests
+from ..conftest import ITEM_DATA, REPO, LaunchFn, launcher, manifests
 from ..serve import conftest as serve_models
 from ..serve.conftest import TinyModels
 from .test_serve import URL_LINE
@@ -235,3 +235,31 @@ def test_evaluate_rag_without_a_retrieve_run_says_what_to_run(
     done = launch("step=evaluate", f"step.model_dir={tiny_models.chat}", "step.tasks=[rag]")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "step.rag.index: no completed retrieve run in experiment 'demo'" in done.stderr
+
+
+def test_a_data_run_s_documents_are_indexed_and_a_changed_corpus_refused(
+    launch: LaunchFn, outputs: Path, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(6):
+        (corpus / f"note{i}.md").write_text(
+            f"Note {i}: " + " ".join(f"word{i}{j}" for j in range(60))
+        )
+    launch(*ITEM_DATA, f"data.sources.0.paths=[{corpus}/*.md]", check=True)
+    data_run = Path(manifests(outputs)[0]["run_dir"])
+    launch(
+        "step=retrieve", "index=bm25", f"step.data_dir={data_run}", "step.include=[]", check=True
+    )
+    manifest = manifests(outputs)[-1]
+    assert manifest["metrics"]["documents"] == 6
+    roles = {i["role"]: i for i in manifest["inputs"]}
+    assert roles["data"]["path"] == str(data_run.resolve())
+    assert roles["data.sources.0"]["kind"] == "corpus:text_files"
+    (corpus / "note3.md").write_text("Note 3 rewritten.")
+    done = launch("step=retrieve", "index=bm25", f"step.data_dir={data_run}", "step.include=[]")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert (
+        f"step.data_dir: data.sources.0 of {data_run} has changed since that run read it"
+        in done.stderr
+    )

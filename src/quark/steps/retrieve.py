@@ -32,6 +32,7 @@ from quark.core.run import Run
 
 log = logging.getLogger("quark")
 ADD_TO_ALLOWED = "give a completed retrieve run directory"
+HEADLINE = ("chunks", "hybrid/recall@10", "graph/recall@10")
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,12 @@ class RetrieveInputs:
     sources: dict[str, Path | dict[str, Any]]
     embedder: Path | None
     add_to: Path | None
+    corpus: Any = None  # the data group, or the one step.data_dir's run read
+    data_run: Path | None = None
 
     def recorded(self) -> dict[str, Path | dict[str, Any]]:
-        found: dict[str, Path | dict[str, Any]] = dict(self.sources)
+        found: dict[str, Path | dict[str, Any]] = {"data": self.data_run} if self.data_run else {}
+        found |= dict(self.sources)
         if self.embedder is not None:
             found["embedder"] = self.embedder
         if self.add_to is not None:
@@ -58,12 +62,16 @@ def inputs(cfg: DictConfig) -> RetrieveInputs:
     from quark.data.sources import source_records
     from quark.retrieve.embedders import check_sentence_transformers_dir, installed_minilm
 
-    if cfg.data.kind != "corpus":
-        raise ConfigError(
-            "data", f"'{cfg.data.name}' is a generated task set, not a corpus to index",
-            "data=stdlib_code (the default), text_files, jsonl, parquet or hf_dataset",
-        )  # fmt: skip
-    sources = source_records(cfg.data.sources)
+    data_run = Path(str(cfg.step.data_dir)).expanduser() if cfg.step.data_dir else None
+    if data_run is not None:
+        corpus_data, sources = data_run_sources(data_run)
+    else:
+        if cfg.data.kind != "corpus":
+            raise ConfigError(
+                "data", f"'{cfg.data.name}' is a generated task set, not a corpus to index",
+                "data=stdlib_code (the default), text_files, jsonl, parquet or hf_dataset",
+            )  # fmt: skip
+        corpus_data, sources = cfg.data, source_records(cfg.data.sources)
     embedder = None
     if cfg.index.kind != "bm25":
         if cfg.embedder.kind == "quark_model":
@@ -91,7 +99,37 @@ def inputs(cfg: DictConfig) -> RetrieveInputs:
                 "index", f"{add_to} holds a {built['dense'] or 'bm25'} index and this run asks for "
                 f"{cfg.index.kind}", f"index={built['dense'] or 'bm25'} (what it was built as)",
             )  # fmt: skip
-    return RetrieveInputs(sources, embedder, add_to)
+    return RetrieveInputs(sources, embedder, add_to, corpus_data, data_run)
+
+
+def data_run_sources(data_run: Path) -> tuple[Any, dict[str, Path | dict[str, Any]]]:
+    """The sources a data run read (its config.yaml), read again here: refused unless each
+    still hashes to what the run recorded, so the index holds that run's documents."""
+    from omegaconf import OmegaConf
+
+    from quark.core.run import verify_run
+    from quark.data.sources import source_records
+
+    allowed = "give a completed data run of a corpus (python launch.py step=data)"
+    if not data_run.is_dir():
+        raise ConfigError("step.data_dir", f"{data_run} is not a directory", allowed)
+    manifest = verify_run(data_run)
+    config = OmegaConf.load(data_run / "config.yaml")
+    if manifest.get("step") != "data" or config.data.get("kind") != "corpus":
+        raise ConfigError("step.data_dir", f"{data_run} is not a data run of a corpus", allowed)
+    sources = source_records(config.data.sources)
+    recorded = {item.get("role"): item for item in manifest.get("inputs", [])}
+    for role, record in sources.items():
+        then = recorded.get(role, {}).get("sha256")
+        now = record.get("sha256") if isinstance(record, dict) else None
+        if now is not None and then is not None and now != then:
+            raise ConfigError(
+                "step.data_dir",
+                f"{role} of {data_run} has changed since that run read it (sha256 {then[:12]}, "
+                f"now {now[:12]})",
+                "rerun the data step, or index the sources as they are now (leave step.data_dir out)",
+            )
+    return config.data, sources
 
 
 def run(cfg: DictConfig, run: Run, inputs: RetrieveInputs) -> dict[str, float]:
@@ -111,9 +149,8 @@ def run(cfg: DictConfig, run: Run, inputs: RetrieveInputs) -> dict[str, float]:
     started = time.perf_counter()
 
     # 1. The documents, and the index this run adds them to.
-    corpus = read_corpus(
-        cfg.data.sources, list(step.include), str(cfg.data.clean.unicode_normalization)
-    )
+    data = inputs.corpus
+    corpus = read_corpus(data.sources, list(step.include), str(data.clean.unicode_normalization))
     earlier = RetrievalIndex.load(inputs.add_to) if inputs.add_to is not None else None
     log.info("retrieve: %d documents (%.1f MB) of %d read", len(corpus.documents),
              corpus.bytes / 1e6, corpus.read)  # fmt: skip
@@ -162,7 +199,8 @@ def run(cfg: DictConfig, run: Run, inputs: RetrieveInputs) -> dict[str, float]:
 
         metrics |= counts(index.graph)
     _report(run, cfg, metrics, report_tables, inputs)
-    return metrics
+    # the figures `quark runs` shows first
+    return dict(sorted(metrics.items(), key=lambda item: item[0] not in HEADLINE))
 
 
 def quark_model_dir(cfg: DictConfig) -> Path:

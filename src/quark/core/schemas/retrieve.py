@@ -76,6 +76,9 @@ class ChunkSchema:
 @dataclass
 class RetrieveStepSchema:
     name: str = "retrieve"
+    # a data run of a corpus: index the documents it read (its sources, checked against the
+    # hashes it recorded); null: the data group's sources
+    data_dir: str | None = None
     # document ids (a file's path, relative for the standard library) to keep, as globs; []:
     # every document of the data group's sources
     include: list[str] = field(default_factory=list)
