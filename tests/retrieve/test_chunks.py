@@ -99,3 +99,21 @@ def test_a_file_that_does_not_parse_is_chunked_as_text_and_chunks_round_trip() -
     assert Chunk.from_json(chunks[0].to_json()) == chunks[0]
     assert module_name("email/__init__.py") == "email"
     assert module_name("json/decoder.py") == "json.decoder"
+
+
+def test_lines_are_counted_as_ast_counts_them() -> None:
+    # a form feed is a line break to str.splitlines, not to ast
+    source = "x = 1\n\x0c\ndef f():\n    return 1\n"
+    by_name = {c.name: c for c in chunk_document("m.py", source, words, 100, 10)}
+    assert by_name["m.f"].text == "def f():\n    return 1\n"
+    assert (by_name["m.f"].start_line, by_name["m.f"].end_line) == (3, 4)
+
+
+def test_a_file_on_disk_is_named_from_its_package_root(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    package = tmp_path / "src" / "shop" / "sub"
+    package.mkdir(parents=True)
+    for directory in (package, package.parent):
+        (directory / "__init__.py").write_text("")
+    (package / "m.py").write_text("")
+    assert module_name(str(package / "m.py")) == "shop.sub.m"
+    assert module_name(str(package / "__init__.py")) == "shop.sub"

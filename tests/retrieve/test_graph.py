@@ -114,3 +114,16 @@ def test_the_linker_finds_named_code_and_not_english_words() -> None:
         "shop.prices.price_of",
     ]
     assert linker.neighbours("shop.basket.Basket")[:1] == ["shop.basket"]  # defines first
+
+
+def test_builtins_and_methods_are_not_resolved_by_bare_name(tmp_path: Path) -> None:
+    documents = [
+        (
+            "a.py",
+            "class Box:\n    def sorted(self):\n        return 1\n\ndef helper():\n    return 2\n",
+        ),
+        ("b.py", "def g(xs):\n    helper()\n    return sorted(xs)\n"),
+    ]
+    graph = build_graph(documents, [])
+    # helper is the one module-level function of that name; sorted() is the builtin
+    assert edges(graph, "calls") == {("b.g", "a.helper")}

@@ -170,3 +170,43 @@ def test_a_quark_model_embeds_by_mean_pooling_its_last_hidden_states(
         with torch.no_grad():
             mean = model(input_ids=ids).last_hidden_state[0].mean(0)
         assert np.allclose(vector, (mean / mean.norm()).numpy(), atol=1e-5)  # padding ignored
+
+
+def test_moved_or_renamed_units_are_embedded_again_with_their_new_spans(
+    tmp_path: Path, corpus: Corpus, embedder: Embedder
+) -> None:
+    first = build(tmp_path / "first", corpus, embedder, index_spec("flat"))
+    moved = "\n\n" + dict(DOCUMENTS)["shop/prices.py"].replace("class Priced", "class Valued")
+    second = build(
+        tmp_path / "second", Corpus([("shop/prices.py", moved)], 1), embedder, index_spec("flat"),
+        earlier=first,
+    )  # fmt: skip
+    live = [c for i, c in enumerate(second.chunks) if i not in second.retired]
+    by_name = {c.name: c for c in live if c.path == "shop/prices.py"}
+    assert "shop.prices.Priced" not in by_name and "shop.prices.Valued" in by_name
+    # price_of's text is the same, but it moved two lines down: the old chunk is retired
+    assert by_name["shop.prices.price_of"].start_line == 10
+    assert len([c for c in live if c.name == "shop.prices.price_of"]) == 1
+    assert second.graph.nodes["shop.prices.price_of"]["chunks"] == [
+        second.chunks.index(by_name["shop.prices.price_of"])
+    ]
+
+
+def test_the_fingerprint_covers_every_weights_shard_and_config(tmp_path: Path) -> None:
+    from quark.retrieve.embedders import fingerprint
+
+    model = tmp_path / "model"
+    (model / "1_Pooling").mkdir(parents=True)
+    (model / "model-00001-of-00002.safetensors").write_bytes(b"one")
+    (model / "model-00002-of-00002.safetensors").write_bytes(b"two")
+    (model / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    before = fingerprint("quark_model", 8, model)
+    (model / "model-00002-of-00002.safetensors").write_bytes(b"TWO")
+    changed_weights = fingerprint("quark_model", 8, model)
+    (model / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    changed_pooling = fingerprint("quark_model", 8, model)
+    assert len({before, changed_weights, changed_pooling}) == 3
+    for shard in model.glob("*.safetensors"):
+        shard.unlink()
+    with pytest.raises(ConfigError, match=r"holds no weights"):
+        fingerprint("quark_model", 8, model)

@@ -177,3 +177,24 @@ def test_an_index_whose_embedder_changed_is_refused(retrieval: Retrieval, tmp_pa
     (copy / "index" / "index.json").write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match=r"step.retrieval.index: the index in .* was built with"):
         load_retrieval(copy, 3, "hybrid", 200)
+
+
+def test_the_context_fits_its_budget_and_no_hits_leave_the_conversation_alone(
+    retrieval: Retrieval, tiny_models: TinyModels
+) -> None:
+    from transformers import AutoTokenizer
+
+    from quark.serve.rag import with_context
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.chat)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": QUESTION}]
+    hits = retrieval.index.search(QUESTION, "hybrid", 5, retrieval.embedder)
+    for budget in (120, 200, 400):
+        shown, kept = with_context(messages, hits, tokenizer, budget)
+        added = shown[0]["content"].removeprefix("Be brief.\n\n")
+        assert shown[0]["content"].startswith("Be brief.\n\n") and shown[1:] == messages[1:]
+        assert len(tokenizer.encode(added, add_special_tokens=False)) <= budget
+        assert 1 <= len(kept) <= 5 and kept == hits[: len(kept)]
+    assert with_context(messages, [], tokenizer, 400) == (messages, [])
+    # a budget the instruction alone fills: no context rather than an empty one
+    assert with_context(messages, hits, tokenizer, 20) == (messages, [])

@@ -60,6 +60,7 @@ def test_an_index_of_the_default_corpus_with_every_mode_measured(indexed: Path) 
     assert roles["data.sources.0"]["kind"] == "corpus:stdlib_code"
     built = json.loads((indexed / "index" / "index.json").read_text())
     assert built["embedder"]["dimension"] == 384 and built["rrf_k"] == metrics["rrf_k"]
+    assert built["graph_weight"] == metrics["graph_weight"]  # the tuned values are the index's
     chunk = json.loads((indexed / "chunks.jsonl").read_text().splitlines()[0])
     assert chunk["path"].startswith("json/") and len(chunk["sha256"]) == 64
     report = (indexed / "report.html").read_text()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quark.core.errors import QuarkError
+from quark.core.errors import ConfigError, QuarkError
 from quark.retrieve.chunks import Chunk, chunk_document
 
 if TYPE_CHECKING:
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("quark")
 WHITESPACE_TOKENS = r"\S+"
+# tokens kept free in the embedder's window for a chunk's title and special tokens
+TITLE_TOKENS = 40
 
 
 @dataclass
@@ -71,7 +73,16 @@ def chunk_corpus(
 
     if embedder is not None:
         count = embedder.token_spans
-        window = min(tokens, embedder.max_tokens - 16)
+        # room for the title the embedder reads first (up to about 30 tokens) and its
+        # special tokens, so that no window's end is truncated away
+        window = min(tokens, embedder.max_tokens - TITLE_TOKENS)
+        if window < 8:
+            raise ConfigError(
+                "embedder.max_tokens",
+                f"{embedder.max_tokens} leaves no room for a chunk after its title "
+                f"({TITLE_TOKENS} tokens)",
+                f"allowed: at least {TITLE_TOKENS + 8}",
+            )
     else:
         pattern = re.compile(WHITESPACE_TOKENS)
 
@@ -118,15 +129,13 @@ def write_index(
     )
     kept = len(all_chunks)
     if earlier is not None:
-        known = {(c.path, c.sha256) for i, c in enumerate(all_chunks) if i not in retired}
+        # a chunk is known only when everything about it is the same: text, name, kind and
+        # spans (text that moved, or a renamed unit, is embedded again with its new title)
+        live = {chunk: i for i, chunk in enumerate(all_chunks) if i not in retired}
         given = {path for path, _ in corpus.documents}
-        fresh = [c for c in chunks if (c.path, c.sha256) not in known]
-        current = {(c.path, c.sha256) for c in chunks}
-        retired |= {
-            i
-            for i, c in enumerate(all_chunks)
-            if c.path in given and (c.path, c.sha256) not in current
-        }
+        fresh = [chunk for chunk in chunks if chunk not in live]
+        current = set(chunks)
+        retired |= {i for chunk, i in live.items() if chunk.path in given and chunk not in current}
     else:
         fresh = chunks
     all_chunks += fresh
@@ -171,28 +180,33 @@ def write_index(
         "embedder": None if embedder is None else embedder.describe(),
         "chunks": len(all_chunks),
         "retired": sorted(retired),
-        "rrf_k": int(spec.rrf_k or 60),
-        # the neighbours of the top hits count a quarter as much as a hit until the step
-        # picks the weight on its validation questions
-        "graph_weight": 0.25,
+        # an add keeps the earlier run's tuned fusion until this run tunes its own; a new
+        # index starts at 60 and a quarter weight for the top hits' neighbours
+        "rrf_k": int(spec.rrf_k or (earlier.rrf_k if earlier is not None else 60)),
+        "graph_weight": earlier.graph_weight if earlier is not None else 0.25,
         "added_to": str(earlier.directory) if earlier is not None else None,
     }
     (directory / "index" / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if spec.graph:
-        graph = build_graph(_graph_documents(corpus, earlier), all_chunks)
+    sources = _graph_documents(corpus, earlier)
+    if spec.graph and any(path.endswith(".py") for path, _ in sources):
+        graph = build_graph(sources, all_chunks)
         for node in list(graph.nodes):
             chunk_ids = graph.nodes[node].get("chunks", [])
             graph.nodes[node]["chunks"] = [i for i in chunk_ids if i not in retired]
-        save_graph(graph, directory / "graph")
-        _save_graph_sources(directory, corpus, earlier)
+        if graph.number_of_nodes():  # none when no Python source parsed
+            save_graph(graph, directory / "graph")
+            _save_graph_sources(directory, corpus, earlier)
     return Built(len(fresh), kept, len(retired), embed_s, index_s, rate)
 
 
-def set_fusion(directory: Path, rrf_k: int, graph_weight: float) -> None:
-    """Record the fusion constant and graph weight the hybrid and graph modes use from now on."""
+def set_fusion(directory: Path, rrf_k: int | None, graph_weight: float | None) -> None:
+    """Record the fusion settings the evaluation picked (those it did not pick stay)."""
     meta_file = directory / "index" / "index.json"
     meta = json.loads(meta_file.read_text())
-    meta["rrf_k"], meta["graph_weight"] = int(rrf_k), float(graph_weight)
+    if rrf_k is not None:
+        meta["rrf_k"] = int(rrf_k)
+    if graph_weight is not None:
+        meta["graph_weight"] = float(graph_weight)
     meta_file.write_text(json.dumps(meta, indent=2) + "\n")
 
 

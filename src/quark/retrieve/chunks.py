@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 # token counts of a text: the embedder's tokenizer, so that a window fits what it reads
@@ -57,9 +59,25 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+# what ast counts as a line end; str.splitlines also splits at form feeds and other separators
+LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+
+
+def source_lines(text: str) -> list[str]:
+    """`text`'s lines with their ends, as ast numbers them."""
+    return LINE.findall(text)
+
+
 def module_name(path: str) -> str:
     """The dotted module a source path names: json/decoder.py -> json.decoder,
-    email/__init__.py -> email."""
+    email/__init__.py -> email. A file on disk is named from its package root (the first
+    directory up without __init__.py): /src/pkg/m.py -> pkg.m, so absolute imports resolve."""
+    location = Path(path)
+    if location.is_file():
+        parent = location.parent
+        while (parent / "__init__.py").is_file() and parent.parent != parent:
+            parent = parent.parent
+        path = str(location.relative_to(parent))
     parts = path.replace("\\", "/").removesuffix(".py").split("/")
     parts = [part for part in parts if part not in ("", ".", "..")]
     if parts and parts[-1] == "__init__" and len(parts) > 1:
@@ -90,7 +108,7 @@ def _python_chunks(
     window: int,
     overlap: int,
 ) -> Iterator[Chunk]:
-    lines = text.splitlines(keepends=True)
+    lines = source_lines(text)
     starts = [0]
     for line in lines:
         starts.append(starts[-1] + len(line))

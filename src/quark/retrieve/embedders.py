@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,10 @@ class Embedder:
     batch_size: int = 64
     texts_per_s: float = 0.0
     name: str = ""  # the embedder option's name (minilm, ...): what /v1/embeddings calls it
+    # one user of the (Rust, fast) tokenizer at a time: the server encodes in worker threads,
+    # and a tokenizer whose truncation settings change under another call raises
+    # "Already borrowed"
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def describe(self) -> dict[str, Any]:
         """What an index records of the embedder that built it."""
@@ -61,9 +66,10 @@ class Embedder:
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         """Character spans of `text`'s tokens, as this embedder's tokenizer cuts it."""
-        encoded = self.tokenizer(
-            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-        )
+        with self.lock:
+            encoded = self.tokenizer(
+                text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+            )
         return [(int(start), int(end)) for start, end in encoded["offset_mapping"]]
 
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
@@ -81,14 +87,15 @@ class Embedder:
         rows = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for begin in steps:
             chosen = order[begin : begin + group]
-            rows[chosen] = self._encode([texts[i] for i in chosen])
+            with self.lock:
+                rows[chosen] = self._encode([texts[i] for i in chosen])
         if len(texts) >= self.batch_size:
             self.texts_per_s = len(texts) / max(time.perf_counter() - started, 1e-9)
         return rows
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self.kind == "quark_model":
-            return _mean_pooled(self.model, self.tokenizer, texts, self.batch_size)
+            return _mean_pooled(self.model, self.tokenizer, texts, self.batch_size, self.max_tokens)
         vectors = self.model.encode(
             texts,
             batch_size=self.batch_size,
@@ -125,7 +132,7 @@ def load_embedder(spec: Any, threads: int | None = None) -> Embedder:
 
     try:
         model = SentenceTransformer(str(path), device=str(spec.device), local_files_only=True)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # OSError, ValueError, a corrupt safetensors header, ...
         raise ConfigError(
             KEY, f"{path} did not load as a sentence-transformers model ({exc})",
             SENTENCE_TRANSFORMERS_ALLOWED,
@@ -162,30 +169,39 @@ def check_sentence_transformers_dir(path: Path) -> None:
 
 
 def fingerprint(kind: str, dimension: int, path: Path) -> str:
-    """sha256 over the embedder's kind, dimension and weights files: the same model anywhere
-    gives the same fingerprint, another model (or other weights) another one."""
+    """sha256 over the embedder's kind, dimension and files that decide its vectors: every
+    weights file (sharded ones and sentence-transformers' submodules included) and every JSON
+    config (modules, pooling, tokenizer). The same model anywhere gives the same fingerprint;
+    other weights, pooling or tokenizer give another."""
     digest = hashlib.sha256(f"{kind}:{dimension}".encode())
-    for name in WEIGHT_NAMES:
-        weights = path / name
-        if weights.is_file():
-            with open(weights, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 22), b""):
-                    digest.update(block)
+    decisive = sorted(
+        file
+        for file in path.rglob("*")
+        if file.is_file()
+        and (file.suffix in (".safetensors", ".bin", ".json") or file.name == "vocab.txt")
+    )
+    if not any(file.suffix in (".safetensors", ".bin") for file in decisive):
+        raise ConfigError(
+            KEY, f"{path} holds no weights (*.safetensors or *.bin)", SENTENCE_TRANSFORMERS_ALLOWED
+        )
+    for file in decisive:
+        digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
 def _quark_model(path: Path, spec: Any) -> Embedder:
     """A causal LM's mean-pooled last hidden states as the embedding."""
-    import torch
     from transformers import AutoModel, AutoTokenizer
 
     quiet_libraries()
-    model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+    model = AutoModel.from_pretrained(str(path), local_files_only=True).to(str(spec.device)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
     tokenizer.padding_side = "right"
-    torch.set_grad_enabled(False)
     dimension = int(model.config.hidden_size)
     positions = int(getattr(model.config, "max_position_embeddings", 512))
     return Embedder(
@@ -201,26 +217,27 @@ def _quark_model(path: Path, spec: Any) -> Embedder:
     )
 
 
-def _mean_pooled(model: Any, tokenizer: Any, texts: list[str], batch_size: int) -> np.ndarray:
+def _mean_pooled(
+    model: Any, tokenizer: Any, texts: list[str], batch_size: int, max_tokens: int
+) -> np.ndarray:
     import torch
 
-    positions = int(getattr(model.config, "max_position_embeddings", 512))
     rows = []
     for begin in range(0, len(texts), batch_size):
         batch = tokenizer(
             texts[begin : begin + batch_size],
             padding=True,
             truncation=True,
-            max_length=positions,
+            max_length=max_tokens,
             return_tensors="pt",
-        )
+        ).to(model.device)
         with torch.no_grad():
             hidden = model(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
             ).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        rows.append(torch.nn.functional.normalize(pooled, dim=-1).float().numpy())
+        rows.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
     return np.concatenate(rows) if rows else np.zeros((0, int(model.config.hidden_size)))
 
 

@@ -27,8 +27,8 @@ class Comparison:
 
     by_mode: dict[str, dict[str, float]] = field(default_factory=dict)
     by_kind: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    rrf_k: int = 60
-    graph_weight: float = 1.0
+    rrf_k: int | None = None  # None: not picked here (the index keeps its own)
+    graph_weight: float | None = None
     questions: dict[str, int] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
@@ -43,7 +43,8 @@ class Comparison:
                 for mode, found in modes.items()
                 for name, value in found.items()
             }
-        return flat | {"rrf_k": float(self.rrf_k), "graph_weight": self.graph_weight}
+        picked = {"rrf_k": self.rrf_k, "graph_weight": self.graph_weight}
+        return flat | {name: float(value) for name, value in picked.items() if value is not None}
 
     def table(self, found: dict[str, dict[str, float]]) -> tuple[list[str], list[list[Any]]]:
         names = list(next(iter(found.values())).keys()) if found else []
@@ -68,7 +69,8 @@ def compare_modes(
         for split, chosen in (("val", val), ("test", test)):
             vectors[split] = embedder.encode([q.question for q in chosen]) if chosen else None
     val_texts, test_texts = [q.question for q in val], [q.question for q in test]
-    comparison.rrf_k = fixed_rrf_k or 60
+    k = max(k, 10)  # the metrics read rankings 10 deep
+    comparison.rrf_k = fixed_rrf_k
     if fixed_rrf_k is None and val and any(mode in FUSED for mode in modes):
         fused_mode = "hybrid" if "hybrid" in index.modes else "graph"
 

@@ -9,13 +9,16 @@ corpus (`external`); and each docstring as a node of its own (`doc:<name>`). Typ
 and GraphML (for Gephi, yEd or any graph database's importer).
 
 Calls are resolved statically, by the names in scope: a method of the same class through
-`self.`/`cls.`, a function of the same module, an imported name, else the only definition of
-that name in the corpus. Dynamic dispatch beyond that is not followed.
+`self.`/`cls.`, a function or class of the same module, an imported name, else the only
+module-level function or class of that bare name in the corpus (builtins excepted). Calls
+through other objects' attributes (`self.parser.parse()`) and dynamic dispatch are not
+followed.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import json
 import re
 from collections import defaultdict
@@ -23,12 +26,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quark.retrieve.chunks import Chunk, module_name
+from quark.retrieve.chunks import Chunk, module_name, source_lines
 
 if TYPE_CHECKING:
     import networkx as nx
 
 EDGE_TYPES = ("defines", "imports", "calls", "inherits", "documents")
+BUILTINS = frozenset(dir(builtins))
 DEFINITIONS = ("module", "class", "function")
 
 
@@ -48,13 +52,20 @@ def build_graph(documents: Iterable[tuple[str, str]], chunks: Iterable[Chunk]) -
             continue
         module = module_name(path)
         trees.append((path, module, tree))
-        _add(graph, module, "module", path, tree, 1, len(text.splitlines()))
+        _add(graph, module, "module", path, tree, 1, len(source_lines(text)))
         _definitions(graph, module, path, tree.body)
-    # every name, short (the last part) -> the qualified definitions carrying it
+    # module-level classes and functions by their own name, for calls no scope resolves
+    # (a method cannot be called by its bare name; builtins shadow nothing of the corpus)
     by_short: dict[str, list[str]] = defaultdict(list)
     for node, data in graph.nodes(data=True):
-        if data["kind"] in ("class", "function"):
-            by_short[node.rsplit(".", 1)[-1]].append(node)
+        parent = node.rsplit(".", 1)[0]
+        if (
+            data["kind"] in ("class", "function")
+            and graph.nodes.get(parent, {}).get("kind") == "module"
+        ):
+            short = node.rsplit(".", 1)[-1]
+            if short not in BUILTINS:
+                by_short[short].append(node)
     for _path, module, tree in trees:
         _links(graph, module, tree, by_short)
     for index, chunk in enumerate(chunks):
@@ -160,7 +171,9 @@ def _absolute(module: str, name: str | None, level: int, graph: nx.MultiDiGraph)
     package = module.split(".")
     is_package = graph.nodes[module]["path"].endswith("__init__.py")
     base = package if is_package else package[:-1]
-    base = base[: len(base) - (level - 1)] if level > 1 else base
+    if level - 1 > len(base):  # beyond the top package: Python refuses it too
+        return ""
+    base = base[: len(base) - (level - 1)]
     return ".".join([*base, name] if name else base)
 
 

@@ -41,7 +41,7 @@ EXPANDED_HITS = 3
 ALONG_WEIGHT = 3.0
 # words of a query that ask about one kind of edge
 RELATION_CUES = {
-    "calls": ("call", "invoke", "use"),
+    "calls": ("call", "invoke", "use"),  # whole words: not "recall", "because"
     "inherits": ("inherit", "base", "subclass", "parent", "derive"),
     "imports": ("import", "depend"),
     "defines": ("define", "method", "member", "contain"),
@@ -267,7 +267,8 @@ class RetrievalIndex:
             rankings = [[chunk_id for chunk_id, _ in ranking[row]] for ranking in lists]
             weights = [1.0] * len(rankings)
             if mode == "graph":
-                top = fused(rankings, fuse)[:EXPANDED_HITS]
+                live = [i for i in fused(rankings, fuse) if i not in self.retired]
+                top = live[:EXPANDED_HITS]
                 along, named, around = self._graph_rankings(query, top)
                 rankings += [along, named, around]
                 weights += [ALONG_WEIGHT, 1.0, weight]
@@ -326,10 +327,13 @@ class RetrievalIndex:
 
 def asked_relations(query: str) -> tuple[str, ...]:
     """The edge types a query's words ask about."""
-    words = query.lower()
+    words = set(re.findall(r"[a-z]+", query.lower()))
     asked = []
     for relation, cues in RELATION_CUES.items():
-        if any(cue in words for cue in cues):
+        # a cue and its inflections: call, calls, called, calling
+        if any(
+            word.startswith(cue) and len(word) <= len(cue) + 3 for cue in cues for word in words
+        ):
             asked.append(relation)
     return tuple(asked)
 

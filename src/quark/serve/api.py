@@ -127,8 +127,7 @@ def build_app(
                 400, f"dimensions: this embedder gives {served.embedder.dimension} only",
                 param="dimensions",
             )  # fmt: skip
-        vectors = await served.embed(texts)
-        tokens = sum(len(served.embedder.token_spans(text)) for text in texts)
+        vectors, tokens = await served.embed(texts)
         data = [
             {"object": "embedding", "index": i, "embedding": encoded(vector, req.encoding_format)}
             for i, vector in enumerate(vectors)

@@ -57,13 +57,19 @@ class Retrieval:
         GIL; the event loop keeps streaming other answers meanwhile)."""
         return await asyncio.to_thread(self.index.search, query, mode, k, self.embedder)
 
-    async def embed(self, texts: list[str]) -> Any:
-        if self.embedder is None:
+    async def embed(self, texts: list[str]) -> tuple[Any, int]:
+        """The texts' vectors and their token count, in a worker thread."""
+        embedder = self.embedder
+        if embedder is None:
             raise APIError(
                 404, f"the index '{self.name}' is BM25-only: this server has no embedder",
                 code="no_embedder",
             )  # fmt: skip
-        return await asyncio.to_thread(self.embedder.encode, texts)
+
+        def work() -> tuple[Any, int]:
+            return embedder.encode(texts), sum(len(embedder.token_spans(t)) for t in texts)
+
+        return await asyncio.to_thread(work)
 
 
 def load_retrieval(directory: Path, k: int, mode: str, max_context_tokens: int) -> Retrieval:
@@ -93,21 +99,28 @@ def with_context(
 ) -> tuple[list[dict[str, str]], list[Hit]]:
     """`messages` with the retrieved chunks in a system message, and the hits that fit in
     `budget` tokens (the last cut short)."""
-    parts, used, kept = [INSTRUCTION], len(tokenizer.encode(INSTRUCTION)), []
+    parts, kept = [INSTRUCTION], []
+    used = len(tokenizer.encode(INSTRUCTION, add_special_tokens=False))
     for number, hit in enumerate(hits, start=1):
-        block = f"[{number}] {hit.chunk.title}\n{hit.chunk.text.strip()}"
-        size = len(tokenizer.encode(block))
-        if used + size > budget:
+        block = f"\n\n[{number}] {hit.chunk.title}\n{hit.chunk.text.strip()}"
+        ids = tokenizer.encode(block, add_special_tokens=False)
+        if used + len(ids) > budget:
             room = budget - used
             if room < 16:
                 break
-            ids = tokenizer.encode(block)[:room]
-            block = tokenizer.decode(ids, skip_special_tokens=True)
-            size = room
+            # decoding a cut and encoding again can merge differently: cut until it fits
+            while room > 0 and len(ids) > budget - used:
+                block = tokenizer.decode(ids[:room], skip_special_tokens=True)
+                ids = tokenizer.encode(block, add_special_tokens=False)
+                room -= 4
+            if not block.strip():
+                break
         parts.append(block)
         kept.append(hit)
-        used += size
-    context = "\n\n".join(parts)
+        used += len(ids)
+    if not kept:  # nothing retrieved, or nothing fits: the conversation as it was
+        return messages, []
+    context = "".join(parts)
     if messages and messages[0]["role"] in ("system", "developer"):
         first = {**messages[0], "content": f"{messages[0]['content']}\n\n{context}"}
         return [first, *messages[1:]], kept

@@ -179,6 +179,11 @@ def _rag(
     positions = int(getattr(model.config, "max_position_embeddings", 512))
     budget = int(rag.max_context_tokens or positions // 2)
     retrieval = load_retrieval(index, int(rag.k), str(rag.mode), budget)
+    if str(rag.mode) not in retrieval.index.modes:
+        raise ConfigError(
+            "step.rag.mode", f"'{rag.mode}' is not a mode of {index}",
+            f"allowed: {', '.join(retrieval.index.modes)}",
+        )  # fmt: skip
     questions = rag_questions(retrieval.index.graph, int(rag.questions))
     if not questions:
         raise ConfigError(

@@ -172,7 +172,8 @@ def run(cfg: DictConfig, run: Run, inputs: RetrieveInputs) -> dict[str, float]:
     report_tables: dict[str, tuple[list[str], list[list[Any]]]] = {}
     if step.evaluate and index.graph is not None:
         metrics, report_tables = _evaluate(cfg, run, index, embedder)
-        set_fusion(run.dir, int(metrics["rrf_k"]), metrics["graph_weight"])
+        rrf_k = metrics.get("rrf_k")
+        set_fusion(run.dir, int(rrf_k) if rrf_k is not None else None, metrics.get("graph_weight"))
     elif step.evaluate:
         log.info("retrieve: no Python sources, so no generated questions; retrieval not measured")
 
@@ -240,8 +241,9 @@ def _evaluate(
     tables = {}
     counted = Counter(q.kind for q in questions if q.split == "test")
     settings = (
-        f"fusion constant {comparison.rrf_k}, graph weight {comparison.graph_weight}, both "
-        f"picked on {comparison.questions['val']} validation questions"
+        f"fusion constant {comparison.rrf_k or index.rrf_k}, graph weight "
+        f"{comparison.graph_weight or index.graph_weight}, picked on "
+        f"{comparison.questions['val']} validation questions"
     )
     if comparison.by_mode:
         caption = (
