@@ -264,3 +264,41 @@ def test_a_data_run_s_documents_are_indexed_and_a_changed_corpus_refused(
         f"step.data_dir: data.sources.0 of {data_run} has changed since that run read it"
         in done.stderr
     )
+
+
+def test_rag_qa_pairs_carry_their_context_and_never_ask_about_test_units(
+    launch: LaunchFn, outputs: Path, indexed: Path, tiny_models: TinyModels
+) -> None:
+    launch("step=data", "data=rag_qa", f"data.rag.index={indexed}", "data.task.train=8",
+           "data.task.val=1", "data.task.test=5", check=True)  # fmt: skip
+    [manifest] = manifests(outputs)
+    run_dir = Path(manifest["run_dir"])
+    splits = {
+        split: [json.loads(line) for line in (run_dir / f"{split}.jsonl").read_text().splitlines()]
+        for split in ("train", "val", "test")
+    }
+    # the json package has about 15 units to train on: val takes at most a tenth of them
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [8, 1, 5]
+    first = splits["train"][0]
+    assert first["prompt"].startswith("In which file is `") and first["response"].startswith(
+        "json/"
+    )
+    assert first["system"].startswith("Answer the question using the numbered sources below")
+    assert len(first["system"]) <= len("Answer the question using the numbered sources below") + 400
+    trained = {r["unit"] for s in ("train", "val") for r in splits[s]}
+    assert not trained & {r["unit"] for r in splits["test"]}
+    in_context = sum(r["answer_in_context"] for r in splits["train"]) / 8
+    assert manifest["metrics"]["train_answer_in_context"] == pytest.approx(in_context)
+    assert in_context >= 0.25  # 400 characters hold one or two chunks
+    assert {i["role"] for i in manifest["inputs"]} == {"retrieval_index"}
+    # fine-tuning renders each record's own system message before its question
+    from transformers import AutoTokenizer
+
+    from quark.data.pairs import read_pairs
+    from quark.training.sft import encode_pairs
+
+    pairs = read_pairs(run_dir / "train.jsonl", key="k", allowed="a", purpose="p", count=2)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.chat)
+    [example, _] = encode_pairs(tokenizer, pairs, "a step-wide system prompt")
+    text = tokenizer.decode(example.input_ids)
+    assert "numbered sources below" in text and "a step-wide system prompt" not in text

@@ -22,13 +22,16 @@ from quark.data.records import json_objects
 class Pair:
     prompt: str
     response: str
+    # this record's own system message (a retrieved context, say); None: the step's
+    # system_prompt, if any
+    system: str | None = None
 
 
 def read_pairs(
     path: Path, *, key: str, allowed: str, purpose: str, count: int | None = None
 ) -> list[Pair]:
-    """The {prompt, response} records of a JSONL file, the first `count` of them when given
-    (other fields are ignored).
+    """The {prompt, response} records of a JSONL file (with an optional `system` message of
+    their own), the first `count` of them when given (other fields are ignored).
 
     Raises:
         ConfigError: no such file, on `key`, with `allowed` as the remedy.
@@ -48,7 +51,10 @@ def read_pairs(
                 f"{where} has no string 'prompt' and 'response' fields "
                 f"(it has: {', '.join(record)}); {expected}"
             )
-        pairs.append(Pair(record["prompt"], record["response"]))
+        system = record.get("system")
+        if system is not None and not isinstance(system, str):
+            raise QuarkError(f"{where}: 'system' must be a string when given; {expected}")
+        pairs.append(Pair(record["prompt"], record["response"], system))
     if not pairs:
         raise QuarkError(f"{path}: no records; {purpose} needs prompt/response records")
     return pairs
@@ -65,7 +71,9 @@ def render_prompts(tokenizer: Any, pairs: Sequence[Pair], system_prompt: str | N
     answer starts, as text."""
     return [
         tokenizer.apply_chat_template(
-            messages(p.prompt, system_prompt), add_generation_prompt=True, tokenize=False
+            messages(p.prompt, p.system or system_prompt),
+            add_generation_prompt=True,
+            tokenize=False,
         )
         for p in pairs
     ]

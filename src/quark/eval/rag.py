@@ -36,19 +36,31 @@ class RagQuestion:
     unit: str  # the qualified name asked about
 
 
-def rag_questions(graph: nx.MultiDiGraph, count: int) -> list[RagQuestion]:
-    """Up to `count` questions about test-split units, in name order, each naming its unit by
-    its last two parts (`Owner.name`) when no other unit shares them."""
+def rag_questions(graph: nx.MultiDiGraph, count: int, split: str = "test") -> list[RagQuestion]:
+    """Up to `count` questions about units of `split` (test: what evaluation asks; val: what
+    data=rag_qa trains on), in name order, each naming its unit by a name no other unit has:
+    its own, else `Owner.name` when Owner is a class (not the module, whose name is the
+    answer's)."""
     units = [
         (name, data)
         for name, data in sorted(graph.nodes(data=True))
         if data.get("kind") in ("class", "function") and data.get("chunks") and data.get("path")
     ]
-    mentions = Counter(".".join(name.split(".")[-2:]) for name, _ in units)
+    modules = {node for node, data in graph.nodes(data=True) if data.get("kind") == "module"}
+    shorts = Counter(name.rsplit(".", 1)[-1] for name, _ in units)
+    pairs = Counter(".".join(name.split(".")[-2:]) for name, _ in units)
     questions = []
     for name, data in units:
-        mention = ".".join(name.split(".")[-2:])
-        if mentions[mention] > 1 or split_of(name, 0.5) != "test":
+        if split_of(name, 0.5) != split:
+            continue
+        # the unit's own name when no other unit has it, else Owner.name; never a name that
+        # holds its module's (json.dumps gives the answer away)
+        owner = name.rsplit(".", 1)[0]
+        if shorts[name.rsplit(".", 1)[-1]] == 1:
+            mention = name.rsplit(".", 1)[-1]
+        elif pairs[".".join(name.split(".")[-2:])] == 1 and owner not in modules:
+            mention = ".".join(name.split(".")[-2:])
+        else:
             continue
         questions.append(RagQuestion(TEMPLATE.format(mention), str(data["path"]), name))
         if len(questions) == count:

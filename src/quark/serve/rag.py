@@ -77,9 +77,10 @@ def load_retrieval(directory: Path, k: int, mode: str, max_context_tokens: int) 
     refused if the embedder's weights are no longer the ones it was built with."""
     from omegaconf import OmegaConf
 
-    from quark.retrieve.embedders import load_embedder
+    from quark.retrieve.embedders import load_embedder, quiet_libraries
     from quark.retrieve.store import RetrievalIndex
 
+    quiet_libraries(models=False)
     index = RetrievalIndex.load(directory)
     embedder = None
     record = index.embedder_record

@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from quark.core.errors import QuarkError
+from quark.core.errors import ConfigError, QuarkError
 from quark.core.files import files_under
 from quark.core.run import Run
 from quark.data.card import write_card
@@ -31,7 +31,7 @@ from quark.data.dedup import Deduplicator
 from quark.data.sources import SourceStats, read_source, source_records
 from quark.safety.guard import build_guard, classifier_dir
 
-TASK_KINDS = ("arithmetic_sft", "arithmetic_prefs", "safety_requests")
+TASK_KINDS = ("arithmetic_sft", "arithmetic_prefs", "safety_requests", "rag_qa")
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,17 @@ class DataInputs:
     sources: dict[str, Path | dict[str, Any]]
     tokenizer: Path | None
     classifier: Path | None = None  # safety=classifier's model
+    retrieval: Path | None = None  # data=rag_qa's retrieve run
 
     def recorded(self) -> dict[str, Path | dict[str, Any]]:
         found = self.sources | ({"tokenizer": self.tokenizer} if self.tokenizer else {})
+        found |= {"retrieval_index": self.retrieval} if self.retrieval else {}
         return found | ({"safety_classifier": self.classifier} if self.classifier else {})
 
 
 def inputs(cfg: DictConfig) -> DataInputs:
+    if cfg.data.kind == "rag_qa":
+        return DataInputs({}, None, retrieval=_rag_index(cfg))
     if cfg.data.kind in TASK_KINDS:
         return DataInputs({}, None)
     found = source_records(cfg.data.sources)
@@ -64,7 +68,7 @@ def inputs(cfg: DictConfig) -> DataInputs:
 
 def run(cfg: DictConfig, run: Run, inputs: DataInputs) -> dict[str, float]:
     if cfg.data.kind in TASK_KINDS:
-        return _task_set(cfg, run)
+        return _task_set(cfg, run, inputs.retrieval)
     data = cfg.data
     os.environ["RAYON_NUM_THREADS"] = str(data.pack.workers)  # read when tokenizers starts its pool
     work = run.path("work", "kept.jsonl")
@@ -244,9 +248,58 @@ def _notes(data: Any) -> list[str]:
     return notes
 
 
-def _task_set(cfg: DictConfig, run: Run) -> dict[str, float]:
+def _rag_index(cfg: DictConfig) -> Path:
+    """data.rag.index, else the newest completed retrieve run with a code graph."""
+    from quark.core.run import verify_run
+    from quark.lineage.finding import find_run, missing
+
+    allowed = "give a retrieve run of Python sources (python launch.py step=retrieve)"
+
+    def has_graph(run: Path) -> bool:
+        return (run / "graph" / "graph.json").is_file()
+
+    found = find_run(cfg, ("retrieve",), key="data.rag.index", holds=has_graph, allowed=allowed)
+    if found is None:
+        raise missing(cfg, "data.rag.index", "retrieve run with a code graph", allowed)
+    step = verify_run(found).get("step")
+    if step != "retrieve" or not has_graph(found):
+        raise ConfigError(
+            "data.rag.index", f"{found} is not a retrieve run with a code graph", allowed
+        )
+    return found
+
+
+def _rag_qa(cfg: DictConfig, run: Run, index: Path) -> dict[str, float]:
+    """{system, prompt, response} records: questions, the retrieved context, the answer."""
+    from quark.data.rag_qa import rag_qa_splits
+    from quark.serve.rag import load_retrieval
+
+    rag, task = cfg.data.rag, cfg.data.task
+    retrieval = load_retrieval(index, int(rag.k), str(rag.mode), 0)
+    counts = {"train": int(task.train), "val": int(task.val), "test": int(task.test)}
+    splits = rag_qa_splits(retrieval, counts, int(rag.max_context_chars))
+    if "train" not in splits:
+        raise ConfigError("data.rag.index", f"{index}'s corpus gives no questions to train on")
+    metrics: dict[str, float] = {}
+    for split, records in splits.items():
+        path = run.path(f"{split}.jsonl")
+        with open(path, "w") as out:
+            for record in records:
+                out.write(json.dumps(record) + "\n")
+        run.add_output(path)
+        metrics[f"{split}_pairs"] = float(len(records))
+        metrics[f"{split}_answer_in_context"] = sum(r["answer_in_context"] for r in records) / len(
+            records
+        )
+    return metrics
+
+
+def _task_set(cfg: DictConfig, run: Run, retrieval: Path | None = None) -> dict[str, float]:
     if cfg.data.kind == "safety_requests":
         return _safety_requests(cfg, run)
+    if cfg.data.kind == "rag_qa":
+        assert retrieval is not None  # inputs() found it
+        return _rag_qa(cfg, run, retrieval)
     from quark.data.tasks import ArithmeticSpec, expressions, preference_records, sft_records
 
     task = cfg.data.task

@@ -36,7 +36,9 @@ class Example:
 def encode_pairs(tokenizer: Any, pairs: Sequence[Pair], system_prompt: str | None) -> list[Example]:
     """Token ids and labels of each pair: IGNORE over the rendered prompt, the ids over the rest."""
     return encode_answers(
-        tokenizer, [messages(p.prompt, system_prompt) for p in pairs], [p.response for p in pairs]
+        tokenizer,
+        [messages(p.prompt, p.system or system_prompt) for p in pairs],
+        [p.response for p in pairs],
     )
 
 

@@ -11,7 +11,7 @@ from quark.core.errors import ConfigError
 from quark.core.schemas.fields import choice, ranged
 
 SOURCE_TYPES = ("stdlib_code", "text_files", "jsonl", "parquet", "hf_dataset")
-KINDS = ("corpus", "arithmetic_sft", "arithmetic_prefs", "safety_requests")
+KINDS = ("corpus", "arithmetic_sft", "arithmetic_prefs", "safety_requests", "rag_qa")
 
 
 @dataclass
@@ -82,6 +82,17 @@ class TaskSchema:
 
 
 @dataclass
+class RagQaSchema:
+    # rag_qa: a retrieve run whose index answers the questions; null: the newest of the
+    # experiment
+    index: str | None = None
+    k: int = ranged(3, ge=1, le=50)
+    mode: str = choice("hybrid", ("dense", "bm25", "hybrid", "graph"))
+    # the context's size: what a small model's window holds beside the question
+    max_context_chars: int = ranged(400, ge=64)
+
+
+@dataclass
 class DataSchema:
     name: str = MISSING
     kind: str = choice("corpus", KINDS)
@@ -91,6 +102,7 @@ class DataSchema:
     tokenizer: TokenizerSchema = field(default_factory=TokenizerSchema)
     pack: PackSchema = field(default_factory=PackSchema)
     task: TaskSchema = field(default_factory=TaskSchema)
+    rag: RagQaSchema = field(default_factory=RagQaSchema)
 
     def check(self) -> None:
         if self.kind == "corpus" and not self.sources:
