@@ -26,11 +26,13 @@ from quark.export.validation import Tolerance
 log = logging.getLogger("quark.optimize")
 
 DEFAULT_TOLERANCE = {
-    # fp32 weights and key/value cache: only kernel arithmetic differs
+    # fp32 weights and key/value cache: only kernel arithmetic differs. Logits may differ by
+    # up to max_logit_diff, so a token whose two best logits are that close can flip: one
+    # flip in 500 positions (0.998) happened on a CI fixture with every logit within 1e-3
     "f32": Tolerance(
         max_logit_diff=1e-3,
         min_logit_cosine=0.99999,
-        min_top1_agreement=0.999,
+        min_top1_agreement=0.995,
         max_ppl_change_pct=0.1,
     ),
     "f16": Tolerance(min_logit_cosine=0.9999, min_top1_agreement=0.98, max_ppl_change_pct=0.5),
