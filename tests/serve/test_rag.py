@@ -189,12 +189,18 @@ def test_the_context_fits_its_budget_and_no_hits_leave_the_conversation_alone(
     tokenizer = AutoTokenizer.from_pretrained(tiny_models.chat)
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": QUESTION}]
     hits = retrieval.index.search(QUESTION, "hybrid", 5, retrieval.embedder)
+    counts = []
     for budget in (120, 200, 400):
         shown, kept = with_context(messages, hits, tokenizer, budget)
         added = shown[0]["content"].removeprefix("Be brief.\n\n")
         assert shown[0]["content"].startswith("Be brief.\n\n") and shown[1:] == messages[1:]
         assert len(tokenizer.encode(added, add_special_tokens=False)) <= budget
-        assert 1 <= len(kept) <= 5 and kept == hits[: len(kept)]
+        assert kept and kept == hits[: len(kept)]  # best first, none skipped
+        counts.append(len(kept))
+    # a larger budget holds more chunks; the smallest cuts its last chunk short
+    assert counts == sorted(counts) and counts[0] < counts[-1], counts
+    shown, kept = with_context(messages, hits, tokenizer, 120)
+    assert not shown[0]["content"].endswith(kept[-1].chunk.text.strip())
     assert with_context(messages, [], tokenizer, 400) == (messages, [])
     # a budget the instruction alone fills: no context rather than an empty one
     assert with_context(messages, hits, tokenizer, 20) == (messages, [])

@@ -5,11 +5,7 @@ without a rebuild, a BM25-only index, and bad input refused with one line and ex
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import httpx
@@ -17,10 +13,10 @@ import pytest
 
 from quark.core.run import verify_run
 
-from ..conftest import ITEM_DATA, REPO, LaunchFn, launcher, manifests
+from ..conftest import ITEM_DATA, LaunchFn, launcher, manifests
 from ..serve import conftest as serve_models
 from ..serve.conftest import TinyModels
-from .test_serve import URL_LINE
+from .test_serve import start_server
 
 tiny_models = serve_models.tiny_models  # the session's tiny chat model, trained once
 
@@ -156,22 +152,12 @@ def test_a_corrupted_index_and_another_embedder_are_refused(
 def test_serve_answers_with_the_index_from_the_command_line(
     outputs: Path, indexed: Path, tiny_models: TinyModels
 ) -> None:
-    env = {**os.environ, "QUARK_OUTPUT_DIR": str(outputs)}
-    process = subprocess.Popen(
-        [sys.executable, "launch.py", "step=serve", f"step.model_dir={tiny_models.chat}",
-         "step.port=0", "step.threads=1", f"step.retrieval.index={indexed}", "step.retrieval.k=2"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    process, match, log = start_server(
+        outputs, f"step.model_dir={tiny_models.chat}", "step.threads=1",
+        f"step.retrieval.index={indexed}", "step.retrieval.k=2",
     )  # fmt: skip
-    assert process.stdout is not None
     try:
-        log = []
-        for line in process.stdout:
-            log.append(line)
-            if match := URL_LINE.search(line):
-                break
-        assert match, "".join(log)
         assert any("serve: retrieval from" in line for line in log), "".join(log)
-        threading.Thread(target=lambda: log.extend(process.stdout), daemon=True).start()  # type: ignore[arg-type]
         body = {"messages": [{"role": "user", "content": "How do I decode a JSON document?"}],
                 "max_tokens": 3, "retrieval": True}  # fmt: skip
         answer = httpx.post(f"{match.group(3)}/v1/chat/completions", json=body, timeout=60).json()

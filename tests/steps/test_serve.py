@@ -75,24 +75,37 @@ def test_onnx_export_is_served_from_the_command_line(launch: LaunchFn, onnx_dir:
     assert match and match.group(2).startswith("onnxruntime"), done.stdout
 
 
-def test_serves_the_openai_client_until_sigterm(outputs: Path, tiny_models: TinyModels) -> None:
-    chat_dir = tiny_models.chat
-    env = {**os.environ, "QUARK_OUTPUT_DIR": str(outputs), "QUARK_API_KEY": "sk-env"}
+def start_server(
+    outputs: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, re.Match, list[str]]:
+    """`launch.py step=serve step.port=0 ARGS` running, once it logged its URL: the process,
+    the URL line's match, and its log so far (read on in a thread)."""
+    merged = {**os.environ, "QUARK_OUTPUT_DIR": str(outputs), **(env or {})}
     process = subprocess.Popen(
-        [sys.executable, "launch.py", "step=serve", f"step.model_dir={chat_dir}", "step.port=0",
-         "step.threads=1", "step.model_name=tiny-chat"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "launch.py", "step=serve", "step.port=0", *args],
+        cwd=REPO, env=merged, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     assert process.stdout is not None
+    log: list[str] = []
+    match = None
+    for line in process.stdout:
+        log.append(line)
+        if match := URL_LINE.search(line):
+            break
+    if match is None:
+        process.kill()
+        raise AssertionError("".join(log))
+    threading.Thread(target=lambda: log.extend(process.stdout), daemon=True).start()  # type: ignore[arg-type]
+    return process, match, log
+
+
+def test_serves_the_openai_client_until_sigterm(outputs: Path, tiny_models: TinyModels) -> None:
+    process, match, log = start_server(
+        outputs, f"step.model_dir={tiny_models.chat}", "step.threads=1",
+        "step.model_name=tiny-chat", env={"QUARK_API_KEY": "sk-env"},
+    )  # fmt: skip
     try:
-        log = []
-        for line in process.stdout:
-            log.append(line)
-            if match := URL_LINE.search(line):
-                break
-        assert match, "".join(log)
-        assert "API key required" in line
-        threading.Thread(target=lambda: log.extend(process.stdout), daemon=True).start()  # type: ignore[arg-type]
+        assert "API key required" in log[-1]
         client = openai.OpenAI(base_url=f"{match.group(3)}/v1", api_key="sk-env", max_retries=0)
         chat = client.chat.completions.create(
             model="tiny-chat", messages=[{"role": "user", "content": "colour of item2?"}]
