@@ -73,6 +73,46 @@ def test_chat_whole_and_streamed_stop_at_end_of_message(client: openai.OpenAI) -
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
+def test_chat_logprobs_are_the_models_own_whole_and_streamed(
+    server: Serving, client: openai.OpenAI, tiny_models: TinyModels
+) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    messages = [{"role": "user", "content": "colour of item5?"}]
+    whole = client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=8, temperature=0, logprobs=True,
+        top_logprobs=2,
+    )  # fmt: skip
+    [choice] = whole.choices
+    assert choice.logprobs is not None and choice.logprobs.content
+    entries = choice.logprobs.content
+    assert "".join(e.token for e in entries) == choice.message.content
+    # greedy: each token is its position's likeliest, and the first alternative is itself
+    assert all(e.top_logprobs[0].token == e.token for e in entries)
+    assert all(e.logprob <= 0 and len(e.top_logprobs) == 2 for e in entries)
+    # the first token's log-probability as the model computes it
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.chat)
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.chat, dtype=torch.float32)
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = tokenizer.encode(prompt, add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        expected = torch.log_softmax(model(ids).logits[0, -1].double(), -1).max().item()
+    assert entries[0].logprob == pytest.approx(expected, abs=1e-4)
+    streamed = client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=8, temperature=0, logprobs=True, stream=True
+    )
+    pieces = [
+        entry.logprob
+        for chunk in streamed
+        if chunk.choices and chunk.choices[0].logprobs and chunk.choices[0].logprobs.content
+        for entry in chunk.choices[0].logprobs.content
+    ]
+    assert pieces == pytest.approx([e.logprob for e in entries], abs=1e-6)
+    refused = post(server, "/v1/chat/completions", {"messages": messages, "top_logprobs": 21})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "top_logprobs"
+
+
 def test_seed_makes_sampling_reproducible(client: openai.OpenAI) -> None:
     def sample(seed: int) -> str:
         out = client.completions.create(

@@ -258,6 +258,9 @@ def build_app(
             stop=req.stop_strings(),
             seed=req.seed,
             ignore_eos=req.ignore_eos,
+            logprobs=(getattr(req, "top_logprobs", None) or 0)
+            if getattr(req, "logprobs", False)
+            else None,
         )
 
     return app

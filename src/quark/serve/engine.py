@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from quark.serve.backends import Cache, ServedModel, drop_positions, take_rows
-from quark.serve.sampling import SamplingParams, TokenSampler
+from quark.serve.sampling import SamplingParams, TokenSampler, token_logprobs
 from quark.serve.text import TextStream
 
 log = logging.getLogger("quark")
@@ -42,6 +42,8 @@ class Event:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str = ""
+    # OpenAI's chat logprobs entries of the tokens generated since the last event, when asked
+    logprobs: list[dict[str, Any]] | None = None
 
 
 class Sequence:
@@ -63,9 +65,37 @@ class Sequence:
         self.index = index
         self.generated: list[int] = []
         self.cancelled = False  # set from the server's thread when the client has gone
+        self.tokenizer = tokenizer
+        # logprobs entries not yet reported (text may be held back while tokens are not)
+        self.pending_logprobs: list[dict[str, Any]] | None = None if params.logprobs is None else []
+
+    def note_logprobs(self, logits: np.ndarray, token: int) -> None:
+        """Keep `token`'s log-probability (and the likeliest alternatives) for the next event."""
+        if self.pending_logprobs is None:
+            return
+        logprob, likeliest = token_logprobs(logits, token, int(self.params.logprobs or 0))
+        self.pending_logprobs.append(
+            {
+                **self._token_entry(token, logprob),
+                "top_logprobs": [self._token_entry(i, lp) for i, lp in likeliest],
+            }
+        )
+
+    def _token_entry(self, token: int, logprob: float) -> dict[str, Any]:
+        text = str(self.tokenizer.decode([token]))
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    def event(self, text: str, reason: str | None = None, error: str = "") -> Event:
+        """An event carrying `text` and the log-probabilities not yet reported."""
+        logprobs = self.pending_logprobs
+        if logprobs is not None:
+            self.pending_logprobs = []
+        return Event(
+            self.index, text, reason, len(self.prompt), len(self.generated), error, logprobs
+        )
 
     def finish(self, reason: str, text: str = "", error: str = "") -> None:
-        self.emit(Event(self.index, text, reason, len(self.prompt), len(self.generated), error))
+        self.emit(self.event(text, reason, error))
 
 
 @dataclass
@@ -210,6 +240,7 @@ class Engine:
         if token in self.model.stop_ids and not seq.params.ignore_eos:
             reason, text = "stop", seq.text.finish()
         else:
+            seq.note_logprobs(logits, token)  # an end-of-sequence token is not content
             text = seq.text.add(token)
             if seq.text.stopped:
                 reason = "stop"
@@ -217,7 +248,7 @@ class Engine:
                 reason, text = "length", text + seq.text.finish()
             else:
                 if text:
-                    seq.emit(Event(seq.index, text))
+                    seq.emit(seq.event(text))
                 return True
         self.stats.finished += 1
         seq.finish(reason, text)

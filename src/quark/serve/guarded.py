@@ -17,7 +17,7 @@ end is released.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from quark.safety.rules import Finding
 from quark.serve.engine import Event
@@ -63,12 +63,16 @@ async def checked(
     held: dict[int, str] = {}
     blocked: set[int] = set()
     ended: set[int] = set()
+    # logprobs wait with the text they came with (a release may carry a little more of them)
+    held_logprobs: dict[int, list[dict[str, Any]]] = {}
     try:
         async for event in events:
             index = event.index
             if index in blocked:
                 continue  # the sequence runs to its end; nothing more of it is sent
             held[index] = held.get(index, "") + event.text
+            if event.logprobs is not None:
+                held_logprobs.setdefault(index, []).extend(event.logprobs)
             so_far = sent.get(index, "") + held[index]
             tail = so_far[-(CHECKED_WINDOWS * window + len(event.text)) :]
             if guard.check(so_far if event.finish_reason is not None else tail):
@@ -92,6 +96,7 @@ async def checked(
                 release, held[index] = held[index][:cut], held[index][cut:]
             sent[index] = sent.get(index, "") + release
             if release or event.finish_reason is not None:
+                logprobs = held_logprobs.pop(index, None) if event.logprobs is not None else None
                 yield Event(
                     index,
                     release,
@@ -99,6 +104,7 @@ async def checked(
                     event.prompt_tokens,
                     event.completion_tokens,
                     event.error,
+                    logprobs,
                 )
     finally:
         # closing this closes the scheduler's stream, which cancels the sequences

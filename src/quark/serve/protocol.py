@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
@@ -29,6 +29,10 @@ UNSUPPORTED = {
     "functions": None,
     "response_format": None,
 }
+
+
+# the most alternatives a chat request may ask for at each position (OpenAI allows 20)
+MAX_TOP_LOGPROBS = 20
 
 
 @dataclass
@@ -104,8 +108,13 @@ class SamplingRequest(BaseModel):
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
+    # what this kind of request implements of UNSUPPORTED (chat: logprobs)
+    supported: ClassVar[frozenset[str]] = frozenset()
+
     def check_supported(self, body: dict[str, Any]) -> None:
         for name, off in UNSUPPORTED.items():
+            if name in self.supported:
+                continue
             if body.get(name, off) not in (off, None):
                 raise APIError(
                     400,
@@ -148,8 +157,14 @@ class RetrievalOption(BaseModel):
 
 
 class ChatRequest(SamplingRequest):
+    supported: ClassVar[frozenset[str]] = frozenset({"logprobs", "top_logprobs"})
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    # each completion token's log-probability under the model, and the top_logprobs likeliest
+    # tokens at its position (OpenAI's chat form)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     # true: the server's defaults; an object: index, k, mode
     retrieval: RetrievalOption | None = None
 

@@ -37,27 +37,40 @@ class Reply:
             "choices": choices,
         }
 
-    def _choice(self, index: int, text: str | None, finish: str | None, chunk: bool) -> dict:
+    def _choice(
+        self,
+        index: int,
+        text: str | None,
+        finish: str | None,
+        chunk: bool,
+        logprobs: list[dict[str, Any]] | None = None,
+    ) -> dict:
         if not self.chat:
             return {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
+        shown = None if logprobs is None else {"content": logprobs}
         if chunk:
             delta = {} if text is None else {"content": text}
-            return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
+            return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": shown}
         message = {"role": "assistant", "content": text}
-        return {"index": index, "message": message, "finish_reason": finish, "logprobs": None}
+        return {"index": index, "message": message, "finish_reason": finish, "logprobs": shown}
 
     async def whole(self, events: AsyncIterator[Event]) -> dict[str, Any]:
         texts, finish = [""] * self.choices, [""] * self.choices
+        logprobs: list[list[dict[str, Any]] | None] = [None] * self.choices
         prompt_tokens = completion_tokens = 0
         async for event in events:
             if event.finish_reason == "error":
                 raise APIError(500, event.error, code="generation_failed", kind="server_error")
             texts[event.index] += event.text
+            if event.logprobs is not None:
+                logprobs[event.index] = (logprobs[event.index] or []) + event.logprobs
             if event.finish_reason:
                 finish[event.index] = event.finish_reason
                 prompt_tokens += event.prompt_tokens
                 completion_tokens += event.completion_tokens
-        choices = [self._choice(i, texts[i], finish[i], False) for i in range(self.choices)]
+        choices = [
+            self._choice(i, texts[i], finish[i], False, logprobs[i]) for i in range(self.choices)
+        ]
         body = {**self._envelope(choices), "usage": usage(prompt_tokens, completion_tokens)}
         return body | self.extra
 
@@ -74,10 +87,12 @@ class Reply:
                 yield sse(error.body())
                 continue
             if event.text:
-                choice = self._choice(event.index, event.text, None, chunk=True)
+                choice = self._choice(event.index, event.text, None, True, event.logprobs)
                 yield sse(self._envelope([choice], chunk=True))
             if event.finish_reason:
-                choice = self._choice(event.index, None, event.finish_reason, chunk=True)
+                # the last tokens' logprobs, when their text came with the finish
+                late = None if event.text else event.logprobs
+                choice = self._choice(event.index, None, event.finish_reason, True, late)
                 yield sse(self._envelope([choice], chunk=True))
                 prompt_tokens += event.prompt_tokens
                 completion_tokens += event.completion_tokens

@@ -25,6 +25,8 @@ class SamplingParams:
     seed: int | None = None
     # keep generating through end-of-sequence tokens (benchmarks, fixed-length tests)
     ignore_eos: bool = False
+    # None: no log-probabilities; k: each token's and the k likeliest alternatives'
+    logprobs: int | None = None
 
 
 class TokenSampler:
@@ -54,3 +56,20 @@ class TokenSampler:
             kept[keep] = probs[keep]
             probs = kept / kept.sum()
         return int(self.rng.choice(probs.size, p=probs))
+
+
+def token_logprobs(
+    logits: np.ndarray, token: int, top: int
+) -> tuple[float, list[tuple[int, float]]]:
+    """The log-probability of `token` under the model's own distribution (the raw logits,
+    before temperature or top-k/top-p: what a verifier or a cascade compares across models),
+    and the `top` likeliest tokens with theirs."""
+    scores = logits.astype(np.float64)
+    shifted = scores - scores.max()
+    log_probs = shifted - np.log(np.exp(shifted).sum())
+    likeliest: list[tuple[int, float]] = []
+    if top:
+        picked = np.argpartition(-log_probs, min(top, log_probs.size) - 1)[:top]
+        picked = picked[np.argsort(-log_probs[picked], kind="stable")]
+        likeliest = [(int(i), float(log_probs[i])) for i in picked]
+    return float(log_probs[token]), likeliest
