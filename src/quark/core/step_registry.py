@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from quark.core.schemas.evaluate_step import EvaluateStepSchema
+from quark.core.schemas.orchestrate import OrchestrateStepSchema
 from quark.core.schemas.retrieve import RetrieveStepSchema
 from quark.core.schemas.serve_step import ServeStepSchema
 from quark.core.schemas.steps import (
@@ -49,6 +50,7 @@ STEPS: tuple[StepSpec, ...] = (
     StepSpec("finetune", "quark.steps.finetune", FinetuneStepSchema, trains_model=True),
     StepSpec("align", "quark.steps.align", AlignStepSchema, trains_model=True),
     StepSpec("retrieve", "quark.steps.retrieve", RetrieveStepSchema),
+    StepSpec("orchestrate", "quark.steps.orchestrate", OrchestrateStepSchema, reusable=False),
     StepSpec("optimize", "quark.steps.optimize", OptimizeStepSchema),
     StepSpec("evaluate", "quark.steps.evaluate", EvaluateStepSchema),
     StepSpec("serve", "quark.steps.serve", ServeStepSchema, reusable=False),

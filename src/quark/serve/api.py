@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import time
 from collections.abc import AsyncGenerator, Awaitable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from quark.serve.backends import ServedModel
@@ -31,6 +29,8 @@ from quark.serve.protocol import (
     Limits,
     RetrieveRequest,
     SamplingRequest,
+    authorizer,
+    openai_errors,
     read_request,
 )
 from quark.serve.rag import Retrieval, query_of, source_record, with_context
@@ -57,26 +57,8 @@ def build_app(
     app = FastAPI(title="Quark", docs_url=None, redoc_url=None, openapi_url=None)
     created = int(time.time())
 
-    @app.exception_handler(APIError)
-    async def refused(request: Request, exc: APIError) -> Response:
-        return exc.response()
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        code = "not_found" if exc.status_code == 404 else None
-        return APIError(exc.status_code, f"{request.url.path}: {exc.detail}", code=code).response()
-
-    def authorize(request: Request) -> None:
-        if api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-            raise APIError(
-                401,
-                "missing or wrong API key: send the header 'Authorization: Bearer <key>' with "
-                "the server's key (step.api_key or QUARK_API_KEY)",
-                code="invalid_api_key",
-            )
+    openai_errors(app)
+    authorize = authorizer(api_key, "step.api_key or QUARK_API_KEY")
 
     @app.get("/health")
     async def health() -> Response:

@@ -209,26 +209,7 @@ Parsed = TypeVar("Parsed", bound=BaseModel)
 
 async def read_request(request: Request, kind: type[Parsed], limits: Limits) -> Parsed:
     """The JSON body of `request` as `kind`, read no further than max_request_bytes."""
-    too_large = APIError(
-        413,
-        f"the request body is larger than this server's limit of {limits.max_request_bytes} "
-        "bytes (step.max_request_bytes)",
-        code="request_too_large",
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limits.max_request_bytes:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limits.max_request_bytes:
-            raise too_large
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise APIError(400, f"the request body is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise APIError(400, "the request body must be a JSON object")
+    data = await read_json(request, limits.max_request_bytes, "step.max_request_bytes")
     try:
         parsed = kind.model_validate(data)
     except ValidationError as exc:
@@ -236,6 +217,64 @@ async def read_request(request: Request, kind: type[Parsed], limits: Limits) -> 
     if isinstance(parsed, SamplingRequest):
         parsed.check_supported(data)
     return parsed
+
+
+async def read_json(request: Request, limit: int, key: str) -> dict[str, Any]:
+    """The JSON object `request` carries, read no further than `limit` bytes (`key` sets it)."""
+    too_large = APIError(
+        413,
+        f"the request body is larger than this server's limit of {limit} bytes ({key})",
+        code="request_too_large",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise APIError(400, f"the request body is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    return data
+
+
+def openai_errors(app: Any) -> None:
+    """Every refusal of `app` (ours, and Starlette's 404/405) as OpenAI's error object."""
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(APIError)
+    async def refused(request: Request, exc: APIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else None
+        return APIError(exc.status_code, f"{request.url.path}: {exc.detail}", code=code).response()
+
+
+def authorizer(api_key: str | None, keys: str) -> Any:
+    """A check that a request carries `api_key` as its bearer token (none when it is None);
+    `keys` names where the key is set, for the refusal's message."""
+    import hmac
+
+    def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+            raise APIError(
+                401,
+                "missing or wrong API key: send the header 'Authorization: Bearer <key>' with "
+                f"the server's key ({keys})",
+                code="invalid_api_key",
+            )
+
+    return authorize
 
 
 def validation_message(exc: ValidationError) -> tuple[str, str | None]:

@@ -10,6 +10,7 @@ from quark.core.schemas.export import ExportSchema
 from quark.core.schemas.fields import pattern, ranged
 from quark.core.schemas.logger import LoggerSchema
 from quark.core.schemas.model import ModelSchema
+from quark.core.schemas.orchestrate import RouterSchema
 from quark.core.schemas.paths import PathsSchema
 from quark.core.schemas.peft import PeftSchema
 from quark.core.schemas.pipeline import PipelineSchema
@@ -41,6 +42,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "export": ExportSchema,
     "embedder": EmbedderSchema,
     "index": IndexSchema,
+    "router": RouterSchema,
 }
 
 # Each step's schema is declared with the step, in quark.core.step_registry (STEP_SCHEMAS).

@@ -1,0 +1,271 @@
+"""step=orchestrate: one OpenAI-compatible endpoint in front of several models and tools.
+
+    python launch.py step=orchestrate                                   # serve until Ctrl-C
+    python launch.py step=orchestrate step.demo_prompt='What is 12 * 3 - 4?'    # one answer
+    python launch.py step=orchestrate step.evaluate.enabled=true        # mixed workload, report
+    python launch.py step=orchestrate router=bandit                     # learn who answers what
+
+1. The fleet (quark.orchestrate.fleet): in-process models loaded through the serve engine,
+   remote OpenAI-compatible servers, and tools that answer on their own.
+2. The router (quark.orchestrate.router, the `router` group); the classifier it needs is
+   trained here on requests Quark generates (quark.orchestrate.kinds) and saved in the run.
+3. What the gateway keeps across runs, in SQLite: what the router learned of each backend
+   (step.outcomes) and each user's conversations and profile (step.memory).
+4. The gateway (quark.orchestrate.gateway) on step.host:step.port until Ctrl-C, SIGTERM or
+   step.max_seconds; or one demo request; or the evaluation workload
+   (quark.orchestrate.evaluation), whose results go to the manifest and report.html.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from quark.core.errors import ConfigError
+from quark.core.run import Run
+
+log = logging.getLogger("quark")
+
+
+@dataclass(frozen=True)
+class OrchestrateInputs:
+    models: dict[str, Path] = field(default_factory=dict)  # in-process backend -> its source
+    index: Path | None = None  # step.tools.index: a retrieve run
+    reward_model: Path | None = None
+
+    def recorded(self) -> dict[str, Path]:
+        found = {f"backend_{name}": path for name, path in self.models.items()}
+        found |= {"tools_index": self.index} if self.index else {}
+        return found | ({"reward_model": self.reward_model} if self.reward_model else {})
+
+
+def inputs(cfg: DictConfig) -> OrchestrateInputs:
+    """Every backend, the router and the tools' index checked before anything loads."""
+    from quark.orchestrate.fleet import backend_specs, model_location
+    from quark.orchestrate.router import check_router
+
+    specs = backend_specs(cfg.step.backends)
+    check_router(cfg.router, [s.name for s in specs])
+    models = {
+        spec.name: model_location(cfg, spec, number).source
+        for number, spec in enumerate(specs)
+        if spec.model_dir
+    }
+    index = retrieve_run(cfg.step.tools.index, "step.tools.index")
+    if index is None and any(s.tool == "retrieve" for s in specs):
+        raise ConfigError(
+            "step.tools.index", "is null, but a backend is the retrieve tool",
+            "a completed retrieve run (python launch.py step=retrieve)",
+        )  # fmt: skip
+    reward_model = None
+    if cfg.router.name == "ensemble" and cfg.router.aggregate == "reward":
+        if not cfg.router.reward_model_dir:
+            raise ConfigError(
+                "router.reward_model_dir", "is null, but aggregate is reward",
+                "an align=reward_model run (its reward_model/) or such a directory",
+            )  # fmt: skip
+        reward_model = Path(str(cfg.router.reward_model_dir)).expanduser()
+        if not reward_model.exists():
+            raise ConfigError(
+                "router.reward_model_dir", f"{reward_model} does not exist",
+                "an align=reward_model run (its reward_model/) or such a directory",
+            )  # fmt: skip
+    return OrchestrateInputs(models, index, reward_model)
+
+
+def retrieve_run(named: Any, key: str) -> Path | None:
+    from quark.core.run import verify_run
+
+    if not named:
+        return None
+    path = Path(str(named)).expanduser()
+    allowed = "a completed retrieve run directory (python launch.py step=retrieve)"
+    if not path.is_dir():
+        raise ConfigError(
+            key,
+            f"{path} {'does not exist' if not path.exists() else 'is not a directory'}",
+            allowed,
+        )
+    step = verify_run(path).get("step")
+    if step != "retrieve":
+        raise ConfigError(key, f"{path} is a {step} run", allowed)
+    return path
+
+
+def run(cfg: DictConfig, run: Run, inputs: OrchestrateInputs) -> dict[str, float]:
+    from quark.export import quiet_exporters
+    from quark.orchestrate.fleet import backend_specs, build_fleet
+    from quark.orchestrate.gateway import DecisionLog, GatewaySettings, build_gateway
+    from quark.orchestrate.memory import Memory
+    from quark.orchestrate.outcomes import Outcomes
+    from quark.orchestrate.router import Router
+    from quark.serve.server import Server, bind
+
+    quiet_exporters()
+    # a line per request the gateway forwards would drown the log
+    for name in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    step = cfg.step
+    specs = backend_specs(step.backends)
+    sock = bind(str(step.host), int(step.port))
+    fleet = None
+    try:
+        # 1. The fleet, with the tools the gateway runs.
+        tools = gateway_tools(step.tools, inputs.index)
+        fleet = build_fleet(cfg, specs, tools)
+
+        # 2. The router, and the classifier it needs, trained on generated requests.
+        metrics: dict[str, float] = {}
+        classifier = None
+        if cfg.router.name != "rules":
+            classifier, metrics = train_classifier(cfg, run)
+        Path(str(step.outcomes)).parent.mkdir(parents=True, exist_ok=True)
+        outcomes = Outcomes(Path(str(step.outcomes)))
+        skills = {s.name: tuple(s.skills) for s in specs}
+        router = Router(cfg.router, skills, classifier, outcomes, seed=int(cfg.seed))
+
+        # 3. Memory, kept across runs.
+        memory = Memory(Path(str(step.memory.path))) if step.memory.enabled else None
+        reward = reward_scorer(inputs.reward_model) if inputs.reward_model else None
+    except BaseException:
+        sock.close()
+        if fleet is not None:
+            fleet.stop()
+        raise
+
+    # 4. The gateway.
+    api_key = step.api_key or os.environ.get("QUARK_API_KEY") or None
+    settings = GatewaySettings(
+        max_request_bytes=int(step.max_request_bytes),
+        cascade_threshold=float(cfg.router.threshold),
+        ensemble_aggregate=str(cfg.router.aggregate),
+        max_tool_steps=int(step.tools.max_steps),
+        max_tool_seconds=float(step.tools.max_seconds),
+        memory_summarize=bool(step.memory.summarize),
+    )
+    decisions = DecisionLog(run.add_output("decisions.jsonl"))
+    app = build_gateway(
+        fleet, router, settings, api_key=api_key, memory=memory, outcomes=outcomes,
+        tools=tools, reward=reward, decisions=decisions,
+    )  # fmt: skip
+    server = Server(app, sock)
+    server.start()
+    started = time.perf_counter()
+    log.info(
+        "orchestrate: gateway on %s/v1 (router %s; backends %s) %s", server.url, cfg.router.name,
+        ", ".join(f"{s.name} [{s.kind}]" for s in specs),
+        "(API key required)" if api_key else "(no API key)",
+    )  # fmt: skip
+    try:
+        if step.demo_prompt is not None:
+            metrics |= demo(server.url, str(step.demo_prompt), api_key)
+            reason = "demo done"
+        elif step.evaluate.enabled:
+            from quark.orchestrate.evaluation import evaluate_gateway
+
+            metrics |= evaluate_gateway(cfg, run, server.url, api_key, fleet, router, outcomes)
+            reason = "evaluation done"
+        else:
+            reason = server.wait(step.max_seconds)
+    finally:
+        server.stop()
+        fleet.stop()
+        decisions.close()
+        outcomes.close()
+        if memory is not None:
+            memory.close()
+    log.info("orchestrate: stopped (%s) after %.1f s", reason, time.perf_counter() - started)
+    stats = app.state.stats
+    metrics |= {
+        "requests": float(stats.requests),
+        "failed": float(stats.failed),
+        "fallbacks": float(stats.fallbacks),
+        "served_s": time.perf_counter() - started,
+    }
+    metrics |= {f"answered/{name}": float(count) for name, count in stats.by_backend.items()}
+    return metrics
+
+
+def gateway_tools(settings: Any, index: Path | None) -> dict[str, Any]:
+    """The tools the gateway runs: the calculator, and with an index run retrieval over it and
+    its knowledge graph."""
+    from quark.orchestrate.tools import calculator_tool, load_index_tools
+
+    tools = [calculator_tool()]
+    if index is not None:
+        tools += load_index_tools(index, int(settings.k), str(settings.mode))
+        log.info("orchestrate: tools over %s", index)
+    return {tool.name: tool for tool in tools}
+
+
+def train_classifier(cfg: DictConfig, run: Run) -> tuple[Any, dict[str, float]]:
+    """The request-kind classifier, trained on the generated train split and scored on the
+    test split; saved as router/classifier.npz."""
+    from quark.orchestrate.kinds import labelled_requests
+    from quark.orchestrate.router import KindClassifier
+    from quark.retrieve.embedders import load_embedder, quiet_libraries
+
+    started = time.perf_counter()
+    quiet_libraries()
+    embedder = load_embedder(cfg.embedder)
+    requests = labelled_requests(int(cfg.step.classifier.per_kind), seed=int(cfg.seed))
+    train = [r for r in requests if r.split == "train"]
+    test = [r for r in requests if r.split == "test"]
+    classifier = KindClassifier.train(
+        embedder, [r.text for r in train], [r.kind for r in train],
+        c=float(cfg.step.classifier.c), seed=int(cfg.seed),
+    )  # fmt: skip
+    predicted = classifier.predict([r.text for r in test])
+    right = sum(kind == r.kind for (kind, _p), r in zip(predicted, test, strict=True))
+    accuracy = right / max(len(test), 1)
+    classifier.save(run.add_output(run.path("router", "classifier.npz")))
+    log.info(
+        "orchestrate: request-kind classifier: %d train, %d held-out requests, accuracy %.3f "
+        "(%.1f s)", len(train), len(test), accuracy, time.perf_counter() - started,
+    )  # fmt: skip
+    return classifier, {
+        "classifier/accuracy": accuracy,
+        "classifier/train_requests": float(len(train)),
+        "classifier/test_requests": float(len(test)),
+    }
+
+
+def reward_scorer(directory: Path) -> Any:
+    """A function scoring answers to a question with the reward model in `directory`."""
+    from quark.align.rewards import load_reward
+
+    found = directory / "reward_model" if (directory / "reward_model").is_dir() else directory
+    reward = load_reward("reward_model", found)
+
+    def score(question: str, answers: list[str]) -> list[float]:
+        from quark.data.prompts import PromptRecord
+
+        asked = ({"role": "user", "content": question},)
+        records = [PromptRecord(asked) for _ in answers]
+        return [float(s) for s in reward.score(records, answers)]
+
+    return score
+
+
+def demo(url: str, prompt: str, api_key: str | None) -> dict[str, float]:
+    """Ask the gateway `prompt` with the official client; print the answer and its route."""
+    import json
+
+    import openai
+
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=api_key or "none", max_retries=0)
+    started = time.perf_counter()
+    answer = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": prompt}], max_tokens=48, temperature=0
+    )
+    seconds = time.perf_counter() - started
+    route = (answer.model_extra or {}).get("route", {})
+    print(f"{prompt}\n-> {answer.model}: {answer.choices[0].message.content}")
+    print(f"route: {json.dumps(route, ensure_ascii=False)}")
+    return {"demo_seconds": seconds}
