@@ -113,6 +113,8 @@ def gateway(
     router: dict[str, Any] | None = None,
     classifier: Any = None,
     breaker: tuple[int, float] = (2, 30.0),
+    reward: Any = None,
+    tools: dict[str, Any] | None = None,
     **settings: Any,
 ) -> Iterator[Gateway]:
     """A gateway over `backends` (step.backends entries) in this process, on a free port."""
@@ -135,7 +137,7 @@ def gateway(
     )  # fmt: skip
     specs = backend_specs(backends)
     check_router(router_cfg, [s.name for s in specs])
-    tools = {"calculator": calculator_tool()}
+    tools = {"calculator": calculator_tool()} | (tools or {})
     fleet = build_fleet(cfg, specs, tools)
     directory.mkdir(parents=True, exist_ok=True)
     outcomes = Outcomes(directory / "outcomes.sqlite")
@@ -147,7 +149,7 @@ def gateway(
                 "ensemble_aggregate": str(router_cfg.aggregate)}  # fmt: skip
     app = build_gateway(
         fleet, routed, GatewaySettings(**(defaults | settings)), memory=memory,
-        outcomes=outcomes, tools=tools, decisions=DecisionLog(decisions),
+        outcomes=outcomes, tools=tools, decisions=DecisionLog(decisions), reward=reward,
     )  # fmt: skip
     server = Server(app, bind("127.0.0.1", 0))
     server.start()

@@ -9,6 +9,8 @@ writes the port it listens on to PORT_FILE. The last user message says what to d
     TOOL     call the calculator natively (tool_calls) with {"expression": "6 * 7"}; once a tool
              message is in the conversation, answer "The tool said: <its content>"
     HERMES   the same as TOOL, the call written in the text as <tool_call>{...}</tool_call>
+    GRAPH    call graph_lookup for Circle's bases, then retrieve "convert centimetres to
+             metres", then answer with both results
     BADARGS  call the calculator with arguments it refuses
     LOOP     call the calculator every time, never answering
     ECHO     answer with the messages it received, as JSON
@@ -56,14 +58,18 @@ def completion(content: str | None, tool_calls: list[dict[str, Any]] | None = No
     }
 
 
-def calculator_call(arguments: dict[str, Any]) -> list[dict[str, Any]]:
+def tool_call(name: str, arguments: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "id": "call_" + uuid.uuid4().hex[:8],
             "type": "function",
-            "function": {"name": "calculator", "arguments": json.dumps(arguments)},
+            "function": {"name": name, "arguments": json.dumps(arguments)},
         }
     ]
+
+
+def calculator_call(arguments: dict[str, Any]) -> list[dict[str, Any]]:
+    return tool_call("calculator", arguments)
 
 
 def chunk(text: str | None, finish: str | None = None) -> str:
@@ -102,6 +108,22 @@ async def chat(request: Request) -> Any:
             return JSONResponse(completion(f"The tool said: {tool_results[-1]['content']}"))
         call = {"name": "calculator", "arguments": {"expression": "2 + 2"}}
         return JSONResponse(completion(f"<tool_call>{json.dumps(call)}</tool_call>"))
+    if "GRAPH" in said:
+        if len(tool_results) == 0:
+            return JSONResponse(
+                completion(
+                    None, tool_call("graph_lookup", {"name": "Circle", "relation": "inherits"})
+                )
+            )
+        if len(tool_results) == 1:
+            return JSONResponse(
+                completion(
+                    None, tool_call("retrieve", {"query": "convert centimetres to metres", "k": 1})
+                )
+            )
+        return JSONResponse(
+            completion(json.dumps([json.loads(m["content"]) for m in tool_results]))
+        )
     if "TOOL" in said:
         if tool_results:
             return JSONResponse(completion(f"The tool said: {tool_results[-1]['content']}"))

@@ -18,8 +18,9 @@ import openai
 import pytest
 
 from .conftest import Process, chat_backend, free_port_url, gateway, scripted, start_scripted
+from .test_tools import bm25_run
 
-__all__ = ["chat_backend", "scripted"]  # fixtures, used by name
+__all__ = ["bm25_run", "chat_backend", "scripted"]  # fixtures, used by name
 
 ARITHMETIC = "What is 12 * 3 - 4?"
 
@@ -196,6 +197,32 @@ def test_built_in_tools_run_in_a_bounded_loop(tmp_path: Path, scripted: Process)
         assert handed.choices[0].message.tool_calls is not None
 
 
+def test_retrieval_and_graph_tools_over_an_index_run(
+    tmp_path: Path, scripted: Process, bm25_run: Path
+) -> None:
+    from quark.orchestrate.tools import load_index_tools
+
+    tools = {tool.name: tool for tool in load_index_tools(bm25_run, 2, "bm25")}
+    backends = [
+        {"name": "scripted", "url": scripted.url, "tool_calls": "native"},
+        {"name": "docs", "tool": "retrieve", "skills": ["docs"]},
+    ]
+    offered = [{"type": "function", "function": {"name": n}} for n in ("graph_lookup", "retrieve")]
+    with gateway(tmp_path, backends, tools=tools) as running:
+        answer = ask(running.url, "GRAPH", tools=offered)
+        graph, found = json.loads(answer.choices[0].message.content or "")
+        assert graph["inherits"] == ["geometry.shapes.Shape"]
+        assert found[0]["name"] == "geometry.units.to_metres"
+        calls = route_of(answer)["tool_calls"]
+        assert [c["name"] for c in calls] == ["graph_lookup", "retrieve"]
+        logged = json.loads(running.decisions.read_text().splitlines()[-1])
+        assert [c["name"] for c in logged["tool_calls"]] == ["graph_lookup", "retrieve"]
+        # the retrieve tool as a backend of its own: the sources answer
+        sources = ask(running.url, "how do I convert centimetres to metres?", model="docs")
+        assert "geometry.units.to_metres" in (sources.choices[0].message.content or "")
+        assert (sources.model_extra or {})["tool_results"][0]["name"] == "retrieve"
+
+
 def test_memory_keeps_the_conversation_and_the_profile_and_forgets_on_request(
     tmp_path: Path, scripted: Process
 ) -> None:
@@ -270,6 +297,29 @@ def test_ensemble_picks_by_verifier_and_majority(
         chosen = route_of(answer)["ensemble"]
         assert answer.model == "calculator" and chosen["chosen_by"] == "verified"
         assert set(chosen["answers"]) == set(members)
+
+
+def longest_answer(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+    """A reward with TRL's signature: the longer the answer, the better."""
+    return [float(len(c)) for c in completions]
+
+
+def test_ensemble_picks_by_a_rewards_score(tmp_path: Path, scripted: Process) -> None:
+    from quark.steps.orchestrate import reward_scorer
+
+    backends = [
+        {"name": "scripted", "url": scripted.url},
+        {"name": "calculator", "tool": "calculator"},
+    ]
+    by_reward = {"name": "ensemble", "members": ["calculator", "scripted"], "aggregate": "reward"}
+    reward = reward_scorer("tests.orchestrate.test_gateway:longest_answer", None)
+    with gateway(tmp_path, backends, router=by_reward, ensemble_aggregate="reward",
+                 reward=reward) as running:  # fmt: skip
+        answer = ask(running.url, f"{ARITHMETIC} ECHO")
+        route = route_of(answer)
+        assert answer.model == "scripted"  # its echo is the longer answer
+        assert route["rewards"]["scripted"] > route["rewards"]["calculator"] == 15.0
+        assert route["ensemble"]["chosen_by"].startswith("reward")
 
 
 def test_feedback_teaches_the_bandit_which_persists(

@@ -56,14 +56,19 @@ def test_the_mixed_workload_is_routed_answered_and_reported(
     for target in ("direct", "gateway", "auto"):
         for clients in (1, 4):
             assert metrics[f"latency/{target}/c{clients}/p50_s"] > 0
-    assert 0 <= metrics["bandit/best_choice_last"] <= 1
+    assert 0 <= metrics["bandit/accuracy_last"] <= 1
     run_dir = Path(manifest["run_dir"])
     answers = [json.loads(line) for line in (run_dir / "evaluation/answers.jsonl").open()]
     assert len(answers) == 16 and {a["kind"] for a in answers} == {
         "arithmetic", "code", "docs", "smalltalk",
     }  # fmt: skip
+    # the base model continues the code (no chat template: /v1/completions), unless the
+    # request is longer than its 512 positions allow
     code = [a for a in answers if a["kind"] == "code"]
-    assert all(a["backend"] == "coder" and "error" not in a for a in code), code  # completions
+    assert any(a.get("backend") == "coder" for a in code), code
+    assert all(
+        a.get("backend") == "coder" or "the budget allows" in a.get("error", "") for a in code
+    ), code
     decisions = (run_dir / "decisions.jsonl").read_text().splitlines()
     assert len(decisions) == metrics["requests"] and all(json.loads(d)["reason"] for d in decisions)
     html = (run_dir / "report.html").read_text()
@@ -115,6 +120,7 @@ def test_serves_the_openai_client_until_sigterm(outputs: Path, tiny_models: Tiny
         ("step.backends=[{name:a,tool:calculator,skills:[poetry]}]", "step.backends.0.skills.0"),
         ("step.backends=[{name:a,model_dir:/nonexistent}]", "step.backends.0.model_dir: /nonexistent does not exist"),
         ("step.tools.index=/nonexistent step.backends=[{name:c,tool:calculator}]", "step.tools.index: /nonexistent does not exist"),
+        ("router=ensemble router.aggregate=reward router.members=[a,b] step.backends=[{name:a,tool:calculator},{name:b,tool:calculator}]", "router.reward_model_dir: is null"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_2(launch: LaunchFn, override: str, says: str) -> None:

@@ -200,16 +200,21 @@ def bandit_replay(
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Thompson sampling over `names` on requests drawn from `scored`, each choice rewarded
     with whether that backend answered that request right: the share of rounds (in windows)
-    in which it picked the backend that is best for the request's kind."""
+    answered right, and in which it picked the backend that is best for the request's kind
+    (counted for kinds with one best backend only)."""
     from quark.orchestrate.outcomes import Outcomes
 
     if not rounds or not scored:
         return {}, {}
     kinds = [router.kind_of(r.text)[0] or "unknown" for r in scored]
-    best: dict[str, str] = {}
+    # the best backend of a kind, where one is better than every other (a tie has none)
+    best: dict[str, str | None] = {}
     for kind in set(kinds):
         rows = [i for i, k in enumerate(kinds) if k == kind]
-        best[kind] = max(names, key=lambda n: sum(right[n][i] for i in rows))
+        score = {n: sum(right[n][i] for i in rows) for n in names}
+        top = max(score.values())
+        leaders = [n for n in names if score[n] == top]
+        best[kind] = leaders[0] if len(leaders) == 1 else None
     path = run.path("evaluation", "bandit_replay.sqlite")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
@@ -221,21 +226,26 @@ def bandit_replay(
             chosen, _scores = replay.choose(kinds[i], names, "thompson", rng)
             success = right[chosen][i]
             replay.record(chosen, kinds[i], success)
-            picked_best.append(chosen == best[kinds[i]])
+            if best[kinds[i]] is not None:
+                picked_best.append(chosen == best[kinds[i]])
             rewarded.append(success)
     path.unlink(missing_ok=True)
-    window = max(rounds // 10, 1)
-    curve = {
-        "best_choice": [mean(picked_best[s : s + window]) for s in range(0, rounds, window)],
-        "accuracy": [mean(rewarded[s : s + window]) for s in range(0, rounds, window)],
+
+    def windows(values: list[bool]) -> list[float]:
+        size = max(len(values) // 10, 1)
+        return [mean(values[s : s + size]) for s in range(0, len(values), size)]
+
+    curve = {"accuracy": windows(rewarded)}
+    metrics = {
+        "bandit/accuracy_first": mean(rewarded[: max(rounds // 4, 1)]),
+        "bandit/accuracy_last": mean(rewarded[-max(rounds // 4, 1) :]),
     }
-    tail = max(rounds // 4, 1)
-    return curve, {
-        "bandit/best_choice_first": mean(picked_best[:tail]),
-        "bandit/best_choice_last": mean(picked_best[-tail:]),
-        "bandit/accuracy_first": mean(rewarded[:tail]),
-        "bandit/accuracy_last": mean(rewarded[-tail:]),
-    }
+    if picked_best:  # rounds of kinds with one best backend
+        curve["best_choice"] = windows(picked_best)
+        tail = max(len(picked_best) // 4, 1)
+        metrics["bandit/best_choice_first"] = mean(picked_best[:tail])
+        metrics["bandit/best_choice_last"] = mean(picked_best[-tail:])
+    return curve, metrics
 
 
 def write_report(

@@ -232,9 +232,14 @@ def build_gateway(
 
         # 3. Streamed, single backend: passed through chunk by chunk.
         if body.get("stream") and decision.mode == "single" and not built_in:
-            return await stream_through(
-                decision, outbound, fitted, rid, started, body, user, conversation, messages
-            )
+            try:
+                return await stream_through(
+                    decision, outbound, fitted, rid, started, body, user, conversation, messages
+                )
+            except APIError as exc:  # refused before the stream began
+                stats.failed += 1
+                decisions.write(log_record(rid, decision, None, started, error=exc.message))
+                raise
 
         # 4. Whole answers: one backend (with the tool loop), a cascade, or an ensemble.
         try:
@@ -252,6 +257,10 @@ def build_gateway(
             stats.failed += 1
             decisions.write(log_record(rid, decision, None, started, error=str(exc)))
             raise APIError(exc.status, str(exc), code=exc.code, kind="server_error") from None
+        except APIError as exc:  # the request cannot go to the backend (its context is too long)
+            stats.failed += 1
+            decisions.write(log_record(rid, decision, None, started, error=exc.message))
+            raise
         text = answer_text(answer)
         success = verify(decision.kind, question, text)
         if outcomes is not None and name in fleet.backends:
@@ -422,7 +431,6 @@ def build_gateway(
                 first = None
             except BackendError as exc:
                 if decision.strategy == "named" or not can_fall_back(exc, body):
-                    stats.failed += 1
                     raise as_api_error(exc) from None
                 tried.append({"backend": name, "error": exc.message})
                 stats.fallbacks += 1
@@ -435,7 +443,6 @@ def build_gateway(
                       messages),
                 media_type="text/event-stream", headers={"X-Quark-Backend": name},
             )  # fmt: skip
-        stats.failed += 1
         raise APIError(503, "no backend could answer", code="no_backend", kind="server_error")
 
     async def relay(

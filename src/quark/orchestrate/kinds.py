@@ -36,7 +36,7 @@ KINDS = ("arithmetic", "code", "docs", "smalltalk")
 
 DEFAULT_MODULES = (
     "json.decoder", "json.encoder", "textwrap", "shlex", "argparse", "string", "fractions",
-    "statistics", "heapq", "bisect", "calendar", "csv", "difflib", "pprint", "configparser",
+    "statistics", "heapq", "bisect", "shutil", "csv", "difflib", "pprint", "configparser",
 )  # fmt: skip
 
 ARITHMETIC_TEMPLATES = (

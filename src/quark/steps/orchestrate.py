@@ -65,18 +65,22 @@ def inputs(cfg: DictConfig) -> OrchestrateInputs:
         )  # fmt: skip
     reward_model = None
     if cfg.router.name == "ensemble" and cfg.router.aggregate == "reward":
-        if not cfg.router.reward_model_dir:
-            raise ConfigError(
-                "router.reward_model_dir", "is null, but aggregate is reward",
-                "an align=reward_model run (its reward_model/) or such a directory",
-            )  # fmt: skip
-        reward_model = Path(str(cfg.router.reward_model_dir)).expanduser()
-        if not reward_model.exists():
-            raise ConfigError(
-                "router.reward_model_dir", f"{reward_model} does not exist",
-                "an align=reward_model run (its reward_model/) or such a directory",
-            )  # fmt: skip
+        reward_model = reward_model_of(cfg.router)
     return OrchestrateInputs(models, index, reward_model)
+
+
+def reward_model_of(router: Any) -> Path | None:
+    """The reward model directory router.reward reads (reward_model), checked."""
+    allowed = "an align=reward_model run (its reward_model/) or such a directory"
+    if str(router.reward) != "reward_model":
+        return None
+    if not router.reward_model_dir:
+        raise ConfigError("router.reward_model_dir", "is null, but router.reward is reward_model",
+                          allowed)  # fmt: skip
+    directory = Path(str(router.reward_model_dir)).expanduser()
+    if not directory.exists():
+        raise ConfigError("router.reward_model_dir", f"{directory} does not exist", allowed)
+    return directory / "reward_model" if (directory / "reward_model").is_dir() else directory
 
 
 def retrieve_run(named: Any, key: str) -> Path | None:
@@ -132,7 +136,9 @@ def run(cfg: DictConfig, run: Run, inputs: OrchestrateInputs) -> dict[str, float
 
         # 3. Memory, kept across runs.
         memory = Memory(Path(str(step.memory.path))) if step.memory.enabled else None
-        reward = reward_scorer(inputs.reward_model) if inputs.reward_model else None
+        reward = None
+        if cfg.router.name == "ensemble" and cfg.router.aggregate == "reward":
+            reward = reward_scorer(str(cfg.router.reward), inputs.reward_model)
     except BaseException:
         sock.close()
         if fleet is not None:
@@ -236,19 +242,20 @@ def train_classifier(cfg: DictConfig, run: Run) -> tuple[Any, dict[str, float]]:
     }
 
 
-def reward_scorer(directory: Path) -> Any:
-    """A function scoring answers to a question with the reward model in `directory`."""
+def reward_scorer(spec: str, directory: Path | None) -> Any:
+    """A function scoring answers to a question: router.reward as align.reward names rewards
+    (reward_model, or module:function with TRL's signature; quark.align.rewards)."""
     from quark.align.rewards import load_reward
+    from quark.data.prompts import PromptRecord
 
-    found = directory / "reward_model" if (directory / "reward_model").is_dir() else directory
-    reward = load_reward("reward_model", found)
+    try:
+        reward = load_reward(spec, directory)
+    except ConfigError as exc:  # the same rewards, named by this step's key
+        raise ConfigError("router.reward", exc.problem, exc.allowed) from None
 
     def score(question: str, answers: list[str]) -> list[float]:
-        from quark.data.prompts import PromptRecord
-
         asked = ({"role": "user", "content": question},)
-        records = [PromptRecord(asked) for _ in answers]
-        return [float(s) for s in reward.score(records, answers)]
+        return [float(s) for s in reward.score([PromptRecord(asked) for _ in answers], answers)]
 
     return score
 

@@ -143,4 +143,7 @@ class RouterSchema:
     # ensemble
     members: list[str] = field(default_factory=list)
     aggregate: str = choice("majority", ("majority", "verifier", "reward"))
-    reward_model_dir: str | None = None  # aggregate=reward: an align=reward_model run
+    # aggregate=reward: reward_model (an align=reward_model run in reward_model_dir), or a
+    # Python callable as module:function with TRL's reward signature (as align.reward)
+    reward: str = "reward_model"
+    reward_model_dir: str | None = None
