@@ -147,16 +147,18 @@ def gateway(
     routed = Router(router_cfg, skills, classifier, outcomes, seed=0)
     defaults = {"cascade_threshold": float(router_cfg.threshold),
                 "ensemble_aggregate": str(router_cfg.aggregate)}  # fmt: skip
+    log = DecisionLog(decisions)
     app = build_gateway(
         fleet, routed, GatewaySettings(**(defaults | settings)), memory=memory,
-        outcomes=outcomes, tools=tools, decisions=DecisionLog(decisions), reward=reward,
+        outcomes=outcomes, tools=tools, decisions=log, reward=reward,
     )  # fmt: skip
-    server = Server(app, bind("127.0.0.1", 0))
+    server = Server(app, bind("127.0.0.1", 0), lifespan="on")
     server.start()
     try:
         yield Gateway(server.url + "/v1", app, fleet, outcomes, memory, decisions)
     finally:
         server.stop()
         fleet.stop()
+        log.close()
         outcomes.close()
         memory.close()

@@ -16,6 +16,7 @@ writes the port it listens on to PORT_FILE. The last user message says what to d
     ECHO     answer with the messages it received, as JSON
     SLOW     stream 40 chunks, 0.2 s apart (to be killed mid-stream)
     HANG     stream one chunk, then send nothing more
+    TGIERROR stream one chunk, then an error as TGI sends it: {"error": "<text>"}
     FAIL     answer 500
     anything else: "scripted answer"
 """
@@ -138,6 +139,10 @@ async def stream(said: str) -> Any:
     if "HANG" in said:
         yield chunk("first")
         await asyncio.sleep(3600)
+    if "TGIERROR" in said:
+        yield chunk("first")
+        yield f"data: {json.dumps({'error': 'scripted string error'})}\n\n"
+        return
     count = 40 if "SLOW" in said else 3
     for number in range(count):
         yield chunk(f"piece{number} ")

@@ -89,8 +89,9 @@ def test_routes_by_kind_to_tools_and_models_and_streams_through(
         with pytest.raises(openai.NotFoundError, match="does not exist"):
             ask(running.url, "hello", model="gpt-9")
         logged = [json.loads(line) for line in running.decisions.read_text().splitlines()]
-        assert [r["backend"] for r in logged] == ["calculator", "chat", "chat", "chat"]
-        assert all(r["reason"] for r in logged)
+        assert [r.get("backend") for r in logged] == ["calculator", "chat", "chat", "chat", None]
+        assert all(r["reason"] for r in logged[:-1])
+        assert logged[-1]["model"] == "gpt-9" and logged[-1]["error"] == "model_not_found"
 
 
 def test_a_refusing_backend_is_passed_over_then_taken_out_and_probed_back(
@@ -102,24 +103,47 @@ def test_a_refusing_backend_is_passed_over_then_taken_out_and_probed_back(
         {"name": "chat", "url": chat_backend.url, "skills": ["smalltalk"]},
     ]
     rules = {"name": "rules", "rules": [{"pattern": ".", "backend": "dead"}]}
-    with gateway(tmp_path, backends, router=rules, breaker=(2, 1.0)) as running:
+    with gateway(tmp_path, backends, router=rules, breaker=(1, 30.0)) as running:
+        health_url = running.url.removesuffix("/v1") + "/health"
         first = ask(running.url, "hello")
         assert first.model == "chat"
         assert route_of(first)["fell_back_from"][0]["backend"] == "dead"
-        health = httpx.get(running.url.removesuffix("/v1") + "/health").json()
-        assert health["backends"]["dead"]["breaker"]["state"] == "open"
-        # open: not tried at all, so no retry delay
-        started = time.perf_counter()
+        dead_health = httpx.get(health_url).json()["backends"]["dead"]
+        # one request, tried twice (a refused connection is worth a retry), one failure
+        assert dead_health["requests"] == 1 and dead_health["retries"] == 1
+        assert dead_health["breaker"]["state"] == "open"
+        # open: passed over without a try
         assert ask(running.url, "hello again").model == "chat"
-        assert health["backends"]["dead"]["requests"] == 2  # one try and one retry, once
+        assert httpx.get(health_url).json()["backends"]["dead"]["requests"] == 1
         with pytest.raises(openai.InternalServerError) as refused:
             ask(running.url, "hello", model="dead")
         assert refused.value.status_code == 503 and "out of rotation" in str(refused.value)
-        time.sleep(1.1)  # the cooldown: the next request is the probe, which fails again
+        # the cooldown passes: the next request is the probe, which fails, and it opens again
+        breaker = running.fleet.backends["dead"].breaker
+        breaker.opened_at -= 31.0
         with pytest.raises(openai.APIStatusError) as probed:
             ask(running.url, "hello", model="dead")
         assert probed.value.status_code == 502 and "cannot be reached" in str(probed.value)
-        assert time.perf_counter() - started < 20
+        assert breaker.state == "open" and breaker.times_opened == 2
+        # a backend that comes back is probed back in
+        breaker.opened_at -= 31.0
+        running.fleet.backends["dead"].base_url = chat_backend.url
+        running.fleet.backends["dead"].model = "chat"
+        assert ask(running.url, "hello", model="dead").model == "dead"
+        assert breaker.state == "closed"
+
+
+def test_when_no_backend_answers_the_fault_is_reported_not_a_tools_refusal(
+    tmp_path: Path,
+) -> None:
+    backends = [
+        {"name": "dead", "url": free_port_url(), "model": "x", "retries": 0},
+        {"name": "calculator", "tool": "calculator"},
+    ]
+    with gateway(tmp_path, backends, router={"name": "rules", "default": "dead"}) as running:
+        with pytest.raises(openai.APIStatusError) as failed:
+            ask(running.url, "hello")
+        assert failed.value.status_code == 502 and "cannot be reached" in str(failed.value)
 
 
 def kill_mid_stream(url: str, backend: Process) -> tuple[list[str], BaseException | None]:
@@ -248,11 +272,60 @@ def test_memory_keeps_the_conversation_and_the_profile_and_forgets_on_request(
         history = httpx.get(f"{base}/v1/memory/ada").json()["conversations"][0]["messages"]
         contents = {m["content"] for m in history}
         kept_turns = [m for m in fitted[1:] if not m["content"].startswith("Earlier in this")]
-        assert len(kept_turns) < len(history) + 1  # something was dropped
-        assert all(m["content"] in contents | {"ECHO"} for m in kept_turns)  # none cut
+        # 28 turns were kept before this request (the history now has its 2 as well)
+        assert len(history) == 30 and len(kept_turns) - 1 < 28  # older turns were dropped
+        assert all(m["content"] in contents for m in kept_turns)  # none cut
+        assert kept_turns[-2]["content"] == history[-3]["content"]  # the newest were kept
         deleted = httpx.delete(f"{base}/v1/memory/ada").json()["deleted"]
         assert deleted["messages"] >= 30
         assert httpx.get(f"{base}/v1/memory/ada").json()["conversations"] == []
+
+
+def test_requests_of_every_shape_are_answered_or_refused_in_openais_shape(
+    tmp_path: Path, scripted: Process
+) -> None:
+    backends = [
+        {"name": "scripted", "url": scripted.url, "skills": ["smalltalk"]},
+        {"name": "calculator", "tool": "calculator", "skills": ["arithmetic"]},
+    ]
+    with gateway(tmp_path, backends) as running:
+        base = running.url.removesuffix("/v1")
+        # after a client tool call: an assistant turn with no content; text parts
+        turns = [
+            {"role": "user", "content": [{"type": "text", "text": "ECHO"}]},
+            {"role": "assistant", "content": None, "tool_calls": []},
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+            {"role": "user", "content": "ECHO"},
+        ]
+        reply = client(running.url).chat.completions.create(
+            model="scripted",
+            messages=turns,
+            user="bo",
+            extra_body={"conversation": "c"},  # type: ignore[arg-type]
+        )
+        sent = json.loads(reply.choices[0].message.content or "")
+        assert [m["content"] for m in sent] == ["ECHO", "", "42", "ECHO"]
+        for body, param in (
+            ({"messages": [{"role": "user"}]}, "messages.0.content"),
+            ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
+            ({"messages": [{"role": "user", "content": "hi"}], "tools": 5}, "tools"),
+            ({"messages": [{"role": "user", "content": "hi"}], "model": ["x"]}, "model"),
+        ):
+            refused = httpx.post(f"{running.url}/chat/completions", json=body)
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == param
+        # a tool answers streamed requests and completions too
+        streamed = list(ask(running.url, ARITHMETIC, model="calculator", stream=True))
+        text = "".join(p.choices[0].delta.content or "" for p in streamed if p.choices)
+        assert text == "12 * 3 - 4 = 32"
+        done = client(running.url).completions.create(model="calculator", prompt="7 * 6")
+        assert done.choices[0].text == "7 * 6 = 42" and done.model == "calculator"
+        # a backend's stream error in TGI's form (a string) ends the stream, not the gateway
+        with pytest.raises(openai.APIError, match="failed mid-stream: scripted string error"):
+            list(ask(running.url, "TGIERROR", model="scripted", stream=True))
+        assert httpx.get(f"{base}/health").json()["backends"]["scripted"]["breaker"][
+            "state"
+        ] == "closed"  # fmt: skip
+        assert ask(running.url, "hello", model="scripted").choices[0].message.content
 
 
 def test_cascade_escalates_when_the_verifier_or_the_confidence_says_so(
@@ -269,16 +342,17 @@ def test_cascade_escalates_when_the_verifier_or_the_confidence_says_so(
         assert sums.model == "calculator" and steps[0]["backend"] == "chat"
         assert steps[0]["escalated"] == "failed its verifier" and steps[1]["accepted"]
     # small talk has no verifier: the mean log-prob decides, against the threshold
-    for threshold, answered in ((-50.0, "chat"), (0.0, "calculator")):
+    for threshold in (-50.0, 0.0):
         with gateway(tmp_path / str(threshold), backends, router=cascade | {"threshold": threshold},
                      classifier=classifier) as running:  # fmt: skip
-            try:
-                answer = ask(running.url, "colour of item3?")
-            except openai.APIStatusError as exc:  # the calculator declines small talk
-                assert answered == "calculator" and "no arithmetic" in str(exc)
-                continue
-            first = route_of(answer)["cascade"][0]
-            assert first["mean_logprob"] < 0 and answer.model == answered
+            answer = ask(running.url, "colour of item3?")
+            steps = route_of(answer)["cascade"]
+            assert answer.model == "chat" and steps[0]["mean_logprob"] < 0
+            if threshold < 0:
+                assert steps[0]["accepted"] and len(steps) == 1
+            else:  # escalated; the calculator declines: the answer it had stands
+                assert steps[0]["escalated"].startswith("mean log-prob")
+                assert "no arithmetic" in steps[1]["error"]
 
 
 def test_ensemble_picks_by_verifier_and_majority(

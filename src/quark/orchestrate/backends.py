@@ -22,12 +22,11 @@ import asyncio
 import json
 import logging
 import random
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from quark.orchestrate.breaker import CircuitBreaker
+from quark.orchestrate.breaker import CLOSED, CircuitBreaker
 
 log = logging.getLogger("quark")
 
@@ -93,7 +92,6 @@ class BackendCounters:
     failures: int = 0
     retries: int = 0
     in_flight: int = 0
-    latencies: list[float] = field(default_factory=list)
 
 
 class ModelBackend:
@@ -176,34 +174,43 @@ class ModelBackend:
         return await self._with_retries(lambda: self._post_json("/completions", body))
 
     async def _with_retries(self, attempt: Any) -> dict[str, Any]:
-        tries = self.spec.retries + 1
-        last: BackendError | None = None
-        for number in range(tries):
-            if not self.breaker.allow():
-                # a retry the breaker stops tells of the fault that opened it
-                raise last or self._unavailable()
-            started = time.perf_counter()
-            self.counters.requests += 1
+        """`attempt()` admitted by the breaker, retried with backoff for faults worth another
+        try while the circuit stays closed (a half-open probe gets one try); the breaker and
+        the counters see one outcome per request, not per try."""
+        if not self.breaker.allow():
+            raise self._unavailable()
+        self.counters.requests += 1
+        for number in range(self.spec.retries + 1):
             self.counters.in_flight += 1
             try:
                 answer: dict[str, Any] = await attempt()
             except BackendError as exc:
+                if exc.retryable and number < self.spec.retries and self.breaker.state == CLOSED:
+                    self.counters.retries += 1
+                    await asyncio.sleep(backoff(number))
+                    continue
                 self._failed(exc)
-                if not exc.retryable or number == tries - 1:
-                    raise
-                last = exc
-                self.counters.retries += 1
-                await asyncio.sleep(backoff(number))
-                continue
+                raise
             except asyncio.CancelledError:
                 self.breaker.release()
                 raise
+            except Exception as exc:  # an answer this gateway cannot read
+                error = self._unreadable(exc)
+                self._failed(error)
+                raise error from None
             finally:
                 self.counters.in_flight -= 1
             self.breaker.success()
-            self.counters.latencies.append(time.perf_counter() - started)
             return answer
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable: the last try returns or raises")
+
+    def _unreadable(self, exc: Exception) -> BackendError:
+        return BackendError(
+            self.name, 502,
+            f"backend '{self.name}' sent an answer the gateway cannot read "
+            f"({type(exc).__name__}: {exc})",
+            code="bad_backend_response",
+        )  # fmt: skip
 
     def _failed(self, exc: BackendError) -> None:
         if exc.fault:
@@ -220,8 +227,8 @@ class ModelBackend:
         async with self._slots:
             try:
                 response = await http.post(self.base_url + path, json=body)
-            except httpx.TimeoutException:
-                raise self._timeout() from None
+            except httpx.TimeoutException as exc:
+                raise self._timeout(isinstance(exc, httpx.ConnectTimeout)) from None
             except httpx.TransportError as exc:
                 raise self._unreachable(exc) from None
         if response.status_code != 200:
@@ -242,34 +249,34 @@ class ModelBackend:
         if self.completions_only:
             body, path = as_completion_request(body), "/completions"
         body = {**body, "model": self.model, "stream": True}
-        tries = self.spec.retries + 1
-        last: BackendError | None = None
-        for number in range(tries):
-            if not self.breaker.allow():
-                raise last or self._unavailable()
+        if not self.breaker.allow():
+            raise self._unavailable()
+        self.counters.requests += 1
+        for number in range(self.spec.retries + 1):
             passed_on = False
-            self.counters.requests += 1
             self.counters.in_flight += 1
-            started = time.perf_counter()
             try:
                 async for chunk in self._stream(path, body):
                     passed_on = True
                     yield as_chat_chunk(chunk) if self.completions_only else chunk
             except BackendError as exc:
+                retry = exc.retryable and not passed_on and number < self.spec.retries
+                if retry and self.breaker.state == CLOSED:
+                    self.counters.retries += 1
+                    await asyncio.sleep(backoff(number))
+                    continue
                 self._failed(exc)
-                if passed_on or not exc.retryable or number == tries - 1:
-                    raise
-                last = exc
-                self.counters.retries += 1
-                await asyncio.sleep(backoff(number))
-                continue
+                raise
             except (asyncio.CancelledError, GeneratorExit):
                 self.breaker.release()
                 raise
+            except Exception as exc:  # a chunk this gateway cannot read
+                error = self._unreadable(exc)
+                self._failed(error)
+                raise error from None
             finally:
                 self.counters.in_flight -= 1
             self.breaker.success()
-            self.counters.latencies.append(time.perf_counter() - started)
             return
 
     async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -290,16 +297,17 @@ class ModelBackend:
                         if data == "[DONE]":
                             return
                         chunk = json.loads(data)
-                        if "error" in chunk:
-                            error = chunk["error"] or {}
+                        if "error" in chunk:  # OpenAI's and vLLM's object, or TGI's string
+                            error = chunk["error"]
+                            said = error if not isinstance(error, dict) else error.get("message")
+                            code = error.get("code") if isinstance(error, dict) else None
                             raise BackendError(
-                                self.name, 502,
-                                f"backend '{self.name}' failed mid-stream: {error.get('message')}",
-                                code=error.get("code") or "backend_failed",
+                                self.name, 502, f"backend '{self.name}' failed mid-stream: {said}",
+                                code=code or "backend_failed",
                             )  # fmt: skip
                         yield chunk
-            except httpx.TimeoutException:
-                raise self._timeout() from None
+            except httpx.TimeoutException as exc:
+                raise self._timeout(isinstance(exc, httpx.ConnectTimeout)) from None
             except httpx.TransportError as exc:
                 raise self._unreachable(exc) from None
             except ValueError as exc:
@@ -313,12 +321,14 @@ class ModelBackend:
             code="backend_failed",
         )  # fmt: skip
 
-    def _timeout(self) -> BackendError:
+    def _timeout(self, connecting: bool) -> BackendError:
+        """A timeout: worth another try while connecting; not once the backend has the request
+        (it may still be generating: a retry would send it the whole generation again)."""
         return BackendError(
             self.name, 504,
-            f"backend '{self.name}' did not answer within {self.spec.timeout_s:g} s "
-            f"({self.base_url})",
-            code="backend_timeout", retryable=True,
+            f"backend '{self.name}' did not {'accept a connection' if connecting else 'answer'} "
+            f"within {self.spec.timeout_s:g} s ({self.base_url})",
+            code="backend_timeout", retryable=connecting,
         )  # fmt: skip
 
     def _unreachable(self, exc: Exception) -> BackendError:

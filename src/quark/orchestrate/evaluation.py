@@ -68,11 +68,19 @@ async def ask_all(
         }
         async with slots:
             started = time.perf_counter()
-            response = await http.post(f"{url}/chat/completions", json=body)
+            try:
+                response = await http.post(f"{url}/chat/completions", json=body)
+                answer = response.json()
+            except (httpx.HTTPError, ValueError) as exc:  # counted as a failed request
+                return {
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "seconds": time.perf_counter() - started,
+                }
             seconds = time.perf_counter() - started
-        answer = response.json()
         if response.status_code != 200:
-            return {"error": answer.get("error", {}).get("message"), "seconds": seconds}
+            error = answer.get("error") if isinstance(answer, dict) else None
+            said = error.get("message") if isinstance(error, dict) else str(answer)[:200]
+            return {"error": said, "seconds": seconds}
         usage = answer.get("usage") or {}
         return {
             "text": answer["choices"][0]["message"]["content"] or "",

@@ -20,6 +20,7 @@ an error event, as OpenAI's own streams do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -97,7 +98,15 @@ def build_gateway(
     decisions: DecisionLog | None = None,
 ) -> FastAPI:
     """The FastAPI app of the gateway (module docstring)."""
-    app = FastAPI(title="Quark gateway", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await fleet.close()  # the backends' clients, in the loop that opened them
+
+    app = FastAPI(
+        title="Quark gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     stats = GatewayStats()
     created = int(time.time())
     loop_tools = ToolLoop(tools or {}, settings.max_tool_steps, settings.max_tool_seconds)
@@ -107,6 +116,14 @@ def build_gateway(
 
     openai_errors(app)
     authorize = authorizer(api_key, "step.api_key or QUARK_API_KEY")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("orchestrate: %s failed: %s: %s", request.url.path, type(exc).__name__, exc)
+        return APIError(
+            500, f"the gateway failed: {type(exc).__name__}: {exc}", code="gateway_error",
+            kind="server_error",
+        ).response()  # fmt: skip
 
     @app.get("/health")
     async def health() -> Response:
@@ -171,67 +188,92 @@ def build_gateway(
         prompt = body.get("prompt")
         if not isinstance(prompt, str) or not prompt:
             raise APIError(400, "prompt: give a non-empty string", param="prompt")
-        decision = await route(body, prompt)
-        started = time.perf_counter()
         if body.get("stream"):
             raise APIError(
                 400, "stream: the gateway streams chat completions only; send stream=false",
                 param="stream",
             )  # fmt: skip
+        rid = request_id().replace("chatcmpl-", "cmpl-")
+        stats.requests += 1
+        decision = await route(body, prompt)
+        started = time.perf_counter()
+        errors: list[BackendError] = []
         for name in decision.backends:
             backend = fleet.backends[name]
-            if not isinstance(backend, ModelBackend):
-                continue
             try:
-                answer = await backend.completion(strip_quark(body))
+                if isinstance(backend, ModelBackend):
+                    answer = await backend.completion(strip_quark(body))
+                else:  # a tool answers the prompt as a chat message
+                    asked = {"messages": [{"role": "user", "content": prompt}]}
+                    answer = as_text_completion(await backend.chat(asked))
             except BackendError as exc:
-                if not can_fall_back(exc, body):
+                if decision.strategy == "named" or not can_fall_back(exc):
+                    stats.failed += 1
+                    decisions.write(log_record(rid, decision, None, started, error=exc.message))
                     raise as_api_error(exc) from None
+                errors.append(exc)
                 stats.fallbacks += 1
                 continue
-            return JSONResponse(
-                finished(answer, name, decision, started, request_id(), stats, decisions)
-            )
-        raise APIError(503, "no backend could answer", code="no_backend", kind="server_error")
+            return JSONResponse(finished(answer, name, decision, started, rid, stats, decisions))
+        stats.failed += 1
+        error = most_telling(errors)
+        decisions.write(log_record(rid, decision, None, started, error=error.message))
+        raise as_api_error(error)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         authorize(request)
         body = await read_json(request, settings.max_request_bytes, "step.max_request_bytes")
         messages = checked_messages(body)
+        client_tools = checked_tools(body)
         user, conversation = body.get("user"), body.get("conversation")
+        if not (isinstance(user, str) and user):
+            user = None
+        if not isinstance(conversation, str):
+            conversation = None
         question = last_user_text(messages)
         rid = request_id()
         stats.requests += 1
 
-        # 1. Memory: the conversation so far, and the profile shaping the system prompt.
+        # 1. Memory: the client's system messages, the profile, the conversation so far.
         learned: list[str] = []
-        if memory is not None and isinstance(user, str) and user:
+        if memory is not None and user is not None:
             learned = memory.learn_from(user, question)
-            earlier = memory.history(user, conversation) if isinstance(conversation, str) else []
+            earlier = memory.history(user, conversation) if conversation else []
             profile = memory.profile(user).system_prompt()
+            leading = [m for m in messages if m["role"] in ("system", "developer")]
+            rest = [m for m in messages if m["role"] not in ("system", "developer")]
             head = [{"role": "system", "content": profile}] if profile else []
-            messages_in = [*head, *earlier, *messages]
+            messages_in = [*leading, *head, *earlier, *rest]
         else:
             messages_in = messages
 
         # 2. The route.
         decision = await route(body, question)
-        if memory is not None and isinstance(user, str) and user and decision.kind:
+        if memory is not None and user is not None and decision.kind:
             memory.count_kind(user, decision.kind)
         started = time.perf_counter()
-        client_tools = body.get("tools") or []
-        built_in = [t for t in client_tools if loop_tools.is_builtin(t)]
+        # built-in tools run here (unless tool_choice is "none"); the client's own go on
+        choice = body.get("tool_choice")
+        built_in = [t for t in client_tools if loop_tools.is_builtin(t)] if choice != "none" else []
+        theirs = [t for t in client_tools if not loop_tools.is_builtin(t)]
         outbound = {k: v for k, v in strip_quark(body).items() if k not in ("tools", "tool_choice")}
-        if client_tools and len(built_in) < len(client_tools):
-            outbound["tools"] = [t for t in client_tools if not loop_tools.is_builtin(t)]
+        outbound["messages"] = messages
+        if theirs:
+            outbound["tools"] = theirs
+            if choice is not None and not (
+                isinstance(choice, dict) and loop_tools.is_builtin(choice)
+            ):
+                outbound["tool_choice"] = choice
         route_extra: dict[str, Any] = {}
 
         async def fitted(name: str) -> list[dict[str, Any]]:
             return fit_for(fleet.backends[name], messages_in, settings.memory_summarize)
 
         # 3. Streamed, single backend: passed through chunk by chunk.
-        if body.get("stream") and decision.mode == "single" and not built_in:
+        first = fleet.backends[decision.backends[0]]
+        streams = isinstance(first, ModelBackend) and not built_in
+        if body.get("stream") and decision.mode == "single" and streams:
             try:
                 return await stream_through(
                     decision, outbound, fitted, rid, started, body, user, conversation, messages
@@ -266,19 +308,22 @@ def build_gateway(
         if outcomes is not None and name in fleet.backends:
             outcomes.record(name, decision.kind or "unknown", success,
                             time.perf_counter() - started, request_id=rid)  # fmt: skip
-        if memory is not None and isinstance(user, str) and user and isinstance(conversation, str):
+        if memory is not None and user is not None and conversation:
             memory.add_messages(user, conversation, [*messages[-1:], assistant(text)])
         if learned:
             route_extra["learned"] = learned
         body_out = finished(answer, name, decision, started, rid, stats, decisions, success,
                             route_extra)  # fmt: skip
-        if body.get("stream"):  # a cascade, ensemble or tool loop answers whole, then streams
+        if body.get("stream"):  # a cascade, ensemble, tool or tool loop answers whole, then streams
             return StreamingResponse(as_stream(body_out), media_type="text/event-stream")
         return JSONResponse(body_out)
 
     async def route(body: dict[str, Any], text: str) -> Decision:
         named = body.get("model")
+        if named is not None and not isinstance(named, str):
+            raise APIError(400, "model: give a backend's name, or auto", param="model")
         if named not in (None, "", "auto") and named not in fleet.backends:
+            decisions.write({"time": time.time(), "model": named, "error": "model_not_found"})
             raise APIError(
                 404, f"the model '{named}' does not exist; this gateway serves 'auto' and the "
                 f"backends {', '.join(fleet.backends)}", param="model", code="model_not_found",
@@ -299,13 +344,15 @@ def build_gateway(
         built_in: list[dict[str, Any]],
         extra: dict[str, Any],
     ) -> tuple[dict[str, Any], str]:
-        last: BackendError | None = None
+        errors: list[BackendError] = []
         tried: list[dict[str, str]] = []
         for name in decision.backends:
             backend = fleet.backends[name]
+            began = time.perf_counter()
             try:
                 request = {**outbound, "messages": await fitted(name)}
-                if built_in and isinstance(backend, ModelBackend):
+                loops = isinstance(backend, ModelBackend) and backend.spec.tool_calls != "none"
+                if built_in and loops:
                     answer, calls = await loop_tools.run(backend, request, built_in)
                     extra["tool_calls"] = calls
                 else:
@@ -314,23 +361,27 @@ def build_gateway(
                     extra["fell_back_from"] = tried
                 return answer, name
             except BackendError as exc:
-                last = exc
-                if decision.strategy == "named" or not can_fall_back(exc, body):
+                if decision.strategy == "named" or not can_fall_back(exc):
                     raise
+                errors.append(exc)
                 tried.append({"backend": name, "error": exc.message})
                 stats.fallbacks += 1
+                if exc.fault and outcomes is not None:  # it could not answer: a failure
+                    outcomes.record(name, decision.kind or "unknown", False,
+                                    time.perf_counter() - began)  # fmt: skip
                 log.warning("orchestrate: %s failed (%s); falling back", name, exc.message)
-        assert last is not None
-        raise last
+        raise most_telling(errors)
 
     async def cascade(
         decision: Decision, outbound: dict[str, Any], fitted: Any, question: str,
         extra: dict[str, Any],
     ) -> tuple[dict[str, Any], str]:  # fmt: skip
+        """The backends in order until an answer passes; when none does, the last (the
+        strongest) that answered."""
         steps: list[dict[str, Any]] = []
-        answer: dict[str, Any] | None = None
-        name = decision.backends[-1]
-        for position, name in enumerate(decision.backends):
+        errors: list[BackendError] = []
+        answered: tuple[dict[str, Any], str] | None = None
+        for name in decision.backends:
             backend = fleet.backends[name]
             request = {**outbound, "messages": await fitted(name)}
             if isinstance(backend, ModelBackend):
@@ -338,10 +389,12 @@ def build_gateway(
             try:
                 answer = await backend.chat(request)
             except BackendError as exc:
-                steps.append({"backend": name, "error": exc.message})
-                if position == len(decision.backends) - 1:
+                if not can_fall_back(exc):
                     raise
+                errors.append(exc)
+                steps.append({"backend": name, "error": exc.message})
                 continue
+            answered = (answer, name)
             text = answer_text(answer)
             checked = verify(decision.kind, question, text)
             confidence = mean_logprob(answer)
@@ -352,13 +405,13 @@ def build_gateway(
             ):
                 step["accepted"] = True
                 break
-            why = "failed its verifier" if checked is False else (
+            step["escalated"] = "failed its verifier" if checked is False else (
                 f"mean log-prob {confidence:.2f} < {settings.cascade_threshold}"
             )  # fmt: skip
-            step["escalated"] = why
         extra["cascade"] = steps
-        assert answer is not None
-        return answer, name
+        if answered is None:
+            raise most_telling(errors)
+        return answered
 
     async def ensemble(
         decision: Decision, outbound: dict[str, Any], fitted: Any, question: str,
@@ -376,9 +429,7 @@ def build_gateway(
         results = await asyncio.gather(*(ask(n) for n in names))
         answers = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, dict)}
         if not answers:
-            error = results[0]
-            assert isinstance(error, BackendError)
-            raise error
+            raise most_telling([r for r in results if isinstance(r, BackendError)])
         texts = {n: answer_text(a) for n, a in answers.items()}
         aggregate = settings.ensemble_aggregate
         votes: dict[str, list[str]] = {}
@@ -430,7 +481,7 @@ def build_gateway(
             except StopAsyncIteration:
                 first = None
             except BackendError as exc:
-                if decision.strategy == "named" or not can_fall_back(exc, body):
+                if decision.strategy == "named" or not can_fall_back(exc):
                     raise as_api_error(exc) from None
                 tried.append({"backend": name, "error": exc.message})
                 stats.fallbacks += 1
@@ -458,7 +509,25 @@ def build_gateway(
         messages: list[dict[str, Any]],
     ) -> AsyncIterator[str]:
         text: list[str] = []
-        error = None
+        error: str | None = "the client disconnected"  # unless the stream ends otherwise
+        recorded = False
+
+        def record() -> None:
+            """The outcome, the memory and the log line, once, however the stream ended."""
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            answer = "".join(text)
+            success = False if error else verify(decision.kind, last_user_text(messages), answer)
+            if outcomes is not None:
+                outcomes.record(name, decision.kind or "unknown", success,
+                                time.perf_counter() - started, request_id=rid)  # fmt: skip
+            if not error and memory is not None and user is not None and conversation:
+                memory.add_messages(user, conversation, [*messages[-1:], assistant(answer)])
+            stats.by_backend[name] = stats.by_backend.get(name, 0) + 1
+            decisions.write(log_record(rid, decision, name, started, success=success, error=error))
+
         try:
             chunk = first
             sent_route = False
@@ -473,28 +542,15 @@ def build_gateway(
                     chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     chunk = None
+            error = None
         except BackendError as exc:
             error = exc.message
             stats.failed += 1
             yield sse(exc.body())
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
+            record()  # before [DONE]: a client that leaves at once still has its line
         yield "data: [DONE]\n\n"
-        answer = "".join(text)
-        success = verify(decision.kind, last_user_text(messages), answer) if not error else False
-        if outcomes is not None:
-            outcomes.record(name, decision.kind or "unknown", success,
-                            time.perf_counter() - started, request_id=rid)  # fmt: skip
-        if (
-            not error
-            and memory is not None
-            and isinstance(user, str)
-            and user
-            and isinstance(conversation, str)
-        ):
-            memory.add_messages(user, conversation, [*messages[-1:], assistant(answer)])
-        stats.by_backend[name] = stats.by_backend.get(name, 0) + 1
-        decisions.write(log_record(rid, decision, name, started, success=success, error=error))
 
     return app
 
@@ -589,9 +645,14 @@ def as_stream(body: dict[str, Any]) -> AsyncIterator[str]:
 
 
 def checked_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's messages, each with its content as one string (text parts joined; an
+    assistant's tool-call turn may have none), or a 400 naming the first bad one."""
+    from quark.orchestrate.backends import content_text
+
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise APIError(400, "messages: give a non-empty list of messages", param="messages")
+    checked = []
     for number, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in (
             "system", "developer", "user", "assistant", "tool",
@@ -600,7 +661,29 @@ def checked_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
                 400, f"messages.{number}: each message needs a role (system, developer, user, "
                 "assistant or tool)", param=f"messages.{number}.role",
             )  # fmt: skip
-    return messages
+        content = message.get("content")
+        empty_allowed = message["role"] == "assistant"  # a turn of tool calls only
+        if not (isinstance(content, (str, list)) or (content is None and empty_allowed)):
+            raise APIError(
+                400, f"messages.{number}.content: give a string or a list of text parts",
+                param=f"messages.{number}.content",
+            )  # fmt: skip
+        checked.append({**message, "content": content_text(content)})
+    return checked
+
+
+def checked_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
+    tools = body.get("tools")
+    if tools is None:
+        return []
+    if not isinstance(tools, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("function"), dict) for t in tools
+    ):
+        raise APIError(
+            400, 'tools: give a list of {"type": "function", "function": {"name", ...}}',
+            param="tools",
+        )  # fmt: skip
+    return tools
 
 
 def strip_quark(body: dict[str, Any]) -> dict[str, Any]:
@@ -608,10 +691,34 @@ def strip_quark(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in QUARK_FIELDS}
 
 
-def can_fall_back(exc: BackendError, body: dict[str, Any]) -> bool:
+def can_fall_back(exc: BackendError) -> bool:
     """Another backend may answer when this one is at fault or declined, not when the request
     itself was refused (a 4xx other than a tool declining)."""
     return exc.fault or exc.code in ("tool_declined", "backend_unavailable")
+
+
+def most_telling(errors: list[BackendError]) -> BackendError:
+    """What to answer when no backend could: the first fault (a backend that is down says
+    more than a tool that declined, which would read as the client's mistake)."""
+    if not errors:
+        return BackendError("-", 503, "no backend could answer", code="no_backend")
+    faults = [e for e in errors if e.code != "tool_declined"]
+    first = (faults or errors)[0]
+    if first.code == "tool_declined":
+        tried = ", ".join(e.backend for e in errors)
+        return BackendError(first.backend, 503, f"no backend could answer (tried {tried}: "
+                            f"{first.message})", code="no_backend")  # fmt: skip
+    return first
+
+
+def as_text_completion(answer: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion in the shape of a /v1/completions answer."""
+    choices = [
+        {"index": c.get("index", 0), "text": (c.get("message") or {}).get("content") or "",
+         "finish_reason": c.get("finish_reason"), "logprobs": None}
+        for c in answer.get("choices") or []
+    ]  # fmt: skip
+    return {**answer, "object": "text_completion", "choices": choices}
 
 
 def as_api_error(exc: BackendError) -> APIError:

@@ -10,7 +10,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from quark.core.errors import ConfigError
 
@@ -21,7 +21,11 @@ GRACEFUL_SECONDS = 5
 class Server:
     """`app` served by uvicorn in a thread of this process, on `sock` (see `bind`)."""
 
-    def __init__(self, app: Any, sock: socket.socket) -> None:
+    def __init__(
+        self, app: Any, sock: socket.socket, lifespan: Literal["on", "off"] = "off"
+    ) -> None:
+        """`lifespan`: "on" runs the app's startup and shutdown (the gateway closes its
+        clients there)."""
         import uvicorn
 
         self.socket = sock
@@ -31,7 +35,7 @@ class Server:
             log_config=None,  # Hydra has configured logging: uvicorn's lines go through it
             log_level="warning",
             timeout_graceful_shutdown=GRACEFUL_SECONDS,
-            lifespan="off",
+            lifespan=lifespan,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

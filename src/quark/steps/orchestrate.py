@@ -160,7 +160,7 @@ def run(cfg: DictConfig, run: Run, inputs: OrchestrateInputs) -> dict[str, float
         fleet, router, settings, api_key=api_key, memory=memory, outcomes=outcomes,
         tools=tools, reward=reward, decisions=decisions,
     )  # fmt: skip
-    server = Server(app, sock)
+    server = Server(app, sock, lifespan="on")
     server.start()
     started = time.perf_counter()
     log.info(
