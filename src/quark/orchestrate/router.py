@@ -32,6 +32,9 @@ import numpy as np
 from quark.core.errors import ConfigError
 
 STRATEGIES = ("rules", "classifier", "bandit", "cascade", "ensemble")
+# what the classifier reads of a request: its kind shows in its opening, and embedding cost
+# grows with length (a code request can be hundreds of tokens)
+CLASSIFIED_CHARACTERS = 200
 AGGREGATES = ("majority", "verifier", "reward")
 
 
@@ -70,7 +73,7 @@ class KindClassifier:
     ) -> KindClassifier:
         from sklearn.linear_model import LogisticRegression
 
-        vectors = embedder.encode(texts)
+        vectors = embedder.encode([text[:CLASSIFIED_CHARACTERS] for text in texts])
         model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
         model.fit(vectors, kinds)
         coef, intercept = model.coef_, model.intercept_
@@ -79,7 +82,8 @@ class KindClassifier:
         return cls(embedder, coef, intercept, [str(k) for k in model.classes_])
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        scores = self.embedder.encode(texts) @ self.coef.T + self.intercept
+        vectors = self.embedder.encode([text[:CLASSIFIED_CHARACTERS] for text in texts])
+        scores = vectors @ self.coef.T + self.intercept
         scores = np.exp(scores - scores.max(axis=1, keepdims=True))
         return np.asarray(scores / scores.sum(axis=1, keepdims=True))
 
