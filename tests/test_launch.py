@@ -20,6 +20,19 @@ BAD_INPUT = [
     (["+colour=red"], ["colour", "no such key"]),
     (["trainer.devices=two"], ["trainer.devices", "'two'", "int"]),
     (["trainer.devices=0"], ["trainer.devices", "out of range", ">= 1"]),
+    # OmegaConf alone would read 2 as true and 'no' as false
+    (
+        ["step=plan", "trainer.compile=2"],
+        ["trainer.compile", "2 is not a boolean", "true or false"],
+    ),
+    (
+        ["step=orchestrate", "step.memory.enabled=no"],
+        ["step.memory.enabled", "'no' is not a boolean"],
+    ),
+    (
+        ["step=plan", "paths.output_dir=/etc/hostname"],
+        ["paths.output_dir", "cannot be made", "Not a directory"],
+    ),
     (["step=plan", "step.mfu=1.5"], ["step.mfu", "out of range", "<= 1"]),
     (["trainer.precision=fp8"], ["trainer.precision", "'fp8'", "bf16-mixed"]),
     (["model=llama_custom"], ["model.", "no value given"]),

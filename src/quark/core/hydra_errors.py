@@ -39,7 +39,25 @@ def describe_hydra_error(exc: BaseException) -> str | None:
         return f"{_full_key(exc)}: {_first_line(exc)}"
     if isinstance(exc, OmegaConfBaseException):
         return f"{_full_key(exc)}: {_first_line(exc)}"
+    if isinstance(exc, OSError) and _raised_making_run_dir(exc):
+        return (
+            f"paths.output_dir: the run directory {exc.filename} cannot be made "
+            f"({exc.strerror}); allowed: a writable directory, or a path one can be made at "
+            "(QUARK_OUTPUT_DIR sets it too)"
+        )
     return None
+
+
+def _raised_making_run_dir(exc: OSError) -> bool:
+    """Whether Hydra raised `exc` making the run's directory (before the task function: the
+    run directory comes from hydra.run.dir, under paths.output_dir)."""
+    frame = exc.__traceback__
+    while frame is not None:
+        code = frame.tb_frame.f_code
+        if code.co_name == "run_job" and code.co_filename.endswith("hydra/core/utils.py"):
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def _missing_option(exc: MissingConfigException) -> str:

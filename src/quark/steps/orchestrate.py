@@ -188,14 +188,20 @@ def run(cfg: DictConfig, run: Run, inputs: OrchestrateInputs) -> dict[str, float
             memory.close()
     log.info("orchestrate: stopped (%s) after %.1f s", reason, time.perf_counter() - started)
     stats = app.state.stats
-    metrics |= {
+    # what was served first (`quark runs` shows the first few), then the rest
+    served = {
         "requests": float(stats.requests),
         "failed": float(stats.failed),
+        **(
+            {"accuracy/gateway": metrics["accuracy/gateway"]}
+            if "accuracy/gateway" in metrics
+            else {}
+        ),
         "fallbacks": float(stats.fallbacks),
         "served_s": time.perf_counter() - started,
     }
-    metrics |= {f"answered/{name}": float(count) for name, count in stats.by_backend.items()}
-    return metrics
+    served |= {f"answered/{name}": float(count) for name, count in stats.by_backend.items()}
+    return served | metrics
 
 
 def gateway_tools(settings: Any, index: Path | None) -> dict[str, Any]:

@@ -90,6 +90,7 @@ def check_group(prefix: str, node: Any, schema: type) -> DictConfig:
             missing, "no value given (???)", f"set it on the command line, e.g. {missing}=..."
         )
     data = OmegaConf.to_container(node, resolve=True)
+    _check_booleans(data, schema, key_of)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), data)
     except ConfigKeyError as exc:
@@ -156,6 +157,29 @@ def _check_rules(node: DictConfig, schema: type, key_of: typing.Callable[[object
         if "pattern" in rules and not re.match(rules["pattern"], str(value)):
             raise ConfigError(
                 key, f"'{value}' is not allowed", f"allowed: {rules['pattern_description']}"
+            )
+
+
+def _check_booleans(data: Any, schema: type, key_of: typing.Callable[[object], str]) -> None:
+    """Boolean keys hold true or false only: OmegaConf would take 2 as true and "no" as false."""
+    if not isinstance(data, dict):
+        return
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if f.name not in data:
+            continue
+        value, hint = data[f.name], hints.get(f.name)
+        nested = _dataclass_in(hint)
+        if nested is not None:
+            items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+            for index, item in items:
+                sub = f"{f.name}.{index}" if index is not None else f.name
+                _check_booleans(item, nested, _prefixed(key_of, sub))
+            continue
+        kinds = set(typing.get_args(hint)) or {hint}
+        if bool in kinds and not isinstance(value, bool) and value is not None:
+            raise ConfigError(
+                key_of(f.name), f"{value!r} is not a boolean", "allowed: true or false"
             )
 
 
