@@ -26,6 +26,9 @@ def test_bf16_pretraining_on_one_gpu(launch: LaunchFn, outputs: Path, data_run: 
     losses = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
     assert losses[-1] < losses[0]
     mfu = [float(r["perf/mfu"]) for r in rows if r.get("perf/mfu")]
-    # logged only for GPUs the planner knows (H100, H200, A100)
-    if mfu:
-        assert all(0 < m < 1 for m in mfu)
+    # logged for the GPUs the planner knows (H100, H200, A100): there it must be
+    import torch
+
+    known = any(name in torch.cuda.get_device_name() for name in ("H100", "H200", "A100"))
+    assert mfu or not known, "no MFU logged on a GPU whose peak the planner knows"
+    assert all(0 < m < 1 for m in mfu)

@@ -36,7 +36,8 @@ def test_metrics_csv_has_loss_throughput_and_mfu(
     speeds = logged(rows, "perf/tokens_per_s")
     assert speeds and all(s > 0 for s in speeds)
     # this CPU's peak is known (the planner's estimate), so MFU is a fraction, not 0 or > 1
-    assert all(0 < m < 1 for m in logged(rows, "perf/mfu"))
+    mfu = logged(rows, "perf/mfu")
+    assert mfu and all(0 < m < 1 for m in mfu)
 
 
 @pytest.mark.slow
