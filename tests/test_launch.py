@@ -230,3 +230,29 @@ def test_a_sweep_gives_each_job_its_run_directory_and_a_bad_job_does_not_stop_th
     assert rows[0]["error"].startswith("trainer.devices: 0 is out of range")
     assert float(rows[2]["metric.params_total"]) < float(rows[3]["metric.params_total"])
     assert "sweep_summary.csv" in done.stdout
+
+
+@pytest.mark.parametrize("step", ["pretrain", "finetune", "align"])
+def test_a_resume_path_that_is_not_a_checkpoint_is_refused_before_any_work(
+    launch: LaunchFn, outputs: Path, tmp_path: Path, step: str
+) -> None:
+    import zipfile
+
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    archive = tmp_path / "whole.ckpt"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("data.pkl", b"x" * 4096)
+    truncated = tmp_path / "cut.ckpt"
+    truncated.write_bytes(archive.read_bytes()[:2048])
+    for path in (text, truncated):
+        done = launch(f"step={step}", f"step.resume={path}")
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip() == (
+            f"error: step.resume: {path} is not a checkpoint (not a torch.save archive: "
+            "truncated, or another kind of file); give a checkpoint a training run wrote "
+            "(checkpoints/*.ckpt), or auto"
+        )
+    # refused at validation: no data prepared, each attempt a failed manifest of its own
+    found = manifests(outputs)
+    assert [(m["step"], m["status"]) for m in found] == [(step, "failed")] * 2

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from omegaconf import MISSING
 
+from quark.core.errors import ConfigError
 from quark.core.schemas.fields import choice, ranged
 
 HARDWARE = ("auto", "cpu", "A100_40GB", "A100_80GB", "H100", "H200")
+RESUME_ALLOWED = "give a checkpoint a training run wrote (checkpoints/*.ckpt), or auto"
+
+
+def check_resume(resume: str | None) -> None:
+    """step.resume checked before any work or heavy import: a path must be a checkpoint,
+    a torch.save archive (a zip: a truncated or a text file is not one) or a sharded
+    checkpoint's directory (DeepSpeed's)."""
+    if not resume or resume == "auto":
+        return
+    path = Path(resume).expanduser()
+    if not path.exists():
+        raise ConfigError(
+            "step.resume", f"{path} is not a checkpoint (no such file)", RESUME_ALLOWED
+        )
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ConfigError(
+            "step.resume",
+            f"{path} is not a checkpoint (not a torch.save archive: truncated, or another kind "
+            "of file)",
+            RESUME_ALLOWED,
+        )
 
 
 @dataclass
@@ -63,6 +87,9 @@ class PretrainStepSchema:
     resume: str | None = None
     optim: OptimSchema = field(default_factory=OptimSchema)
 
+    def check(self) -> None:
+        check_resume(self.resume)
+
 
 @dataclass
 class FinetuneStepSchema:
@@ -100,6 +127,9 @@ class FinetuneStepSchema:
     max_new_tokens: int = ranged(16, ge=1)
     optim: OptimSchema = field(default_factory=OptimSchema)
 
+    def check(self) -> None:
+        check_resume(self.resume)
+
 
 @dataclass
 class AlignStepSchema:
@@ -131,6 +161,9 @@ class AlignStepSchema:
     eval_batch_size: int = ranged(64, ge=1)
     max_new_tokens: int = ranged(16, ge=1)
     optim: OptimSchema = field(default_factory=OptimSchema)
+
+    def check(self) -> None:
+        check_resume(self.resume)
 
 
 @dataclass
