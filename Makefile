@@ -10,15 +10,25 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 
 .PHONY: install demo test lint typecheck pytest bench clean
 
+# what pipeline=demo runs (export=onnx_int8, step=serve): no llama.cpp build, no test tools
+DEMO_STAMP := $(VENV)/.installed-demo
+
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(CONSTRAINTS) -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
 
-demo: $(STAMP)
+# dev holds every demo extra: a full install serves the demo too
+$(DEMO_STAMP): pyproject.toml constraints/cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(CONSTRAINTS) -e '.[export,serve]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(PY) launch.py pipeline=demo
 
 lint: $(STAMP)
