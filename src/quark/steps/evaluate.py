@@ -79,6 +79,8 @@ class EvaluateInputs:
     classifier: Path | None = None  # safety=classifier's model (red_team)
     red_team_data: Path | None = None  # the held-out requests (red_team)
     retrieval: Path | None = None  # the retrieve run (rag)
+    # perplexity: (tokens per window, windows, where that shape comes from)
+    windows: tuple[int, int, str] | None = None
 
     def recorded(self) -> dict[str, Path]:
         found = {"model": self.model.source, "data": self.data_dir}
@@ -97,8 +99,10 @@ def inputs(cfg: DictConfig) -> EvaluateInputs:
     model = find_model(cfg, KEY, ALLOWED, exports=EVALUATED_EXPORTS)
     tasks, notes = measured(cfg, model)
     data_dir = None
+    windows = None
     if "perplexity" in tasks:
-        check_seq_len(int(cfg.step.seq_len), model.positions or int(cfg.step.seq_len))
+        windows = perplexity_windows(cfg, model)
+        check_seq_len(windows[0], model.positions or windows[0])
         data_dir = validation_data(cfg, model)
     split = questions_dir(cfg, model.source)
     if "exact_match" in tasks:
@@ -136,8 +140,37 @@ def inputs(cfg: DictConfig) -> EvaluateInputs:
         classifier, red_team_data = _red_team_inputs(cfg, model)
     retrieval = _rag_index(cfg, model) if "rag" in tasks else None
     return EvaluateInputs(
-        model, tasks, notes, data_dir, split, baseline, classifier, red_team_data, retrieval
-    )
+        model, tasks, notes, data_dir, split, baseline, classifier, red_team_data, retrieval,
+        windows,
+    )  # fmt: skip
+
+
+# perplexity's windows when neither the config nor a pretrain run says
+DEFAULT_WINDOWS = (128, 32)
+
+
+def perplexity_windows(cfg: DictConfig, model: ModelLocation) -> tuple[int, int, str]:
+    """Tokens per window and windows for perplexity: step.seq_len and step.val_samples where
+    set; else those of the pretrain run the model comes from (the model itself, or its nearest
+    pretrain ancestor), so its val_ppl and this perplexity are measured on the same windows;
+    else 128 and 32."""
+    from omegaconf import OmegaConf
+
+    from quark.lineage.finding import nearest_ancestor
+
+    seq_len, count = cfg.step.seq_len, cfg.step.val_samples
+    if seq_len is not None and count is not None:
+        return int(seq_len), int(count), "step.seq_len, step.val_samples"
+    pretrain = model.source if model.step == "pretrain" else None
+    pretrain = pretrain or nearest_ancestor(model.source, lambda _p, step: step == "pretrain")
+    config = pretrain / "config.yaml" if pretrain is not None else None
+    if config is not None and config.is_file():
+        trained = OmegaConf.load(config).step
+        seq_len = seq_len or int(trained.seq_len)
+        count = count or int(trained.val_samples)
+        return int(seq_len), int(count), f"the validation windows of {pretrain}"
+    seq_len, count = seq_len or DEFAULT_WINDOWS[0], count or DEFAULT_WINDOWS[1]
+    return int(seq_len), int(count), "the defaults (no pretrain run to take them from)"
 
 
 def _rag_index(cfg: DictConfig, model: ModelLocation) -> Path:
@@ -286,7 +319,10 @@ def run(cfg: DictConfig, run: Run, inputs: EvaluateInputs) -> dict[str, float]:
         data_dir = inputs.data_dir
         assert data_dir is not None  # inputs() found it
         described["perplexity data"] = str(data_dir)
-        windows = validation_windows(data_dir, int(step.seq_len), int(step.val_samples))
+        assert inputs.windows is not None
+        seq_len, count, origin = inputs.windows
+        described["perplexity windows"] = f"the first {count} of {seq_len} tokens ({origin})"
+        windows = validation_windows(data_dir, seq_len, count)
         metrics.update(perplexity(decoder, windows, int(step.batch_size)))
 
     # 3. Task accuracy: greedy answers, exactly equal to the references.
@@ -386,7 +422,9 @@ def run(cfg: DictConfig, run: Run, inputs: EvaluateInputs) -> dict[str, float]:
         regression=[{**vars(c), "tolerance": str(c.tolerance), "regressed": c.regressed}
                     for c in comparisons],
     )  # fmt: skip
-    _print_summary(run, metrics, notes, regressed, len(comparisons))
+    _print_summary(
+        run, metrics, notes, regressed, len(comparisons), described.get("perplexity windows")
+    )
     if regressed:
         run.update(metrics=metrics)  # the failed run still shows what was measured
         raise StepFailed(
@@ -470,7 +508,12 @@ def write_outputs(
 
 
 def _print_summary(
-    run: Run, metrics: dict[str, float], notes: list[str], regressed: list, compared: int
+    run: Run,
+    metrics: dict[str, float],
+    notes: list[str],
+    regressed: list,
+    compared: int,
+    windows: str | None = None,
 ) -> None:
     from rich.table import Table
 
@@ -481,6 +524,8 @@ def _print_summary(
     table.add_column()
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4g}")
+    if windows:
+        table.add_row("perplexity windows", windows)
     if compared:
         verdict = f"REGRESSED: {', '.join(c.metric for c in regressed)}" if regressed else "passed"
         table.add_row("regression", f"{verdict} ({compared} compared)")

@@ -159,7 +159,8 @@ def run(cfg: DictConfig, run: Run, inputs: PretrainInputs) -> dict[str, float]:
         **exported,  # hf_max_logit_diff, hf_val_loss
     }
     print_run_summary(
-        "Pretrain",
+        f"Pretrain (validated on the first {int(step.val_samples)} windows of "
+        f"{int(step.seq_len)} tokens of the val split)",
         metrics,
         {
             "checkpoint": run.dir / "checkpoints" / "last.ckpt",

@@ -118,9 +118,11 @@ class EvaluateStepSchema:
     # rag (answers with and without a retrieve run's chunks);
     # null: perplexity, and exact_match when the model has a chat template (it was fine-tuned)
     tasks: list[str] | None = None
-    # perplexity: windows of seq_len tokens (at most the model's positions), teacher forced
-    seq_len: int = ranged(128, ge=2)
-    val_samples: int = ranged(32, ge=1)
+    # perplexity: the first val_samples windows of seq_len tokens of the val split (at most
+    # the model's positions), teacher forced; null: those the model's pretrain run validated
+    # on (its val_ppl is then this perplexity), else 128 and 32
+    seq_len: int | None = ranged(None, ge=2)
+    val_samples: int | None = ranged(None, ge=1)
     batch_size: int = ranged(8, ge=1)
     exact_match: ExactMatchSchema = field(default_factory=ExactMatchSchema)
     lm_eval: LmEvalSchema = field(default_factory=LmEvalSchema)
