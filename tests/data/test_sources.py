@@ -105,3 +105,26 @@ def test_globs_matching_nothing_and_unreadable_files_fail_clearly(tmp_path: Path
     # a file whose read fails even for root (Linux): reading a process's memory at offset 0
     with pytest.raises(QuarkError, match="/proc/self/mem: unreadable"):
         read(spec(paths=["/proc/self/mem"]))
+
+
+def test_a_file_reached_twice_through_a_symlinked_folder_is_read_once(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.txt").write_text("only once")
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    texts, stats = read(spec(paths=[f"{tmp_path}/**/*.txt"]))
+    assert texts == ["only once"] and stats.documents == 1
+
+
+def test_gzip_compressed_text_and_jsonl_are_read_as_text(tmp_path: Path) -> None:
+    import gzip
+
+    (tmp_path / "notes.txt.gz").write_bytes(gzip.compress(b"compressed words\n"))
+    texts, stats = read(spec(paths=[f"{tmp_path}/*.gz"]))
+    assert texts == ["compressed words\n"] and stats.undecodable_bytes == 0
+    lines = "".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(2))
+    (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress(lines.encode()))
+    texts, _ = read(spec(type="jsonl", paths=[str(tmp_path / "d.jsonl.gz")]))
+    assert texts == ["doc 0", "doc 1"]
+    (tmp_path / "broken.txt.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(QuarkError, match=r"broken\.txt\.gz: not a readable gzip file"):
+        read(spec(paths=[str(tmp_path / "broken.txt.gz")]))

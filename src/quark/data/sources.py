@@ -8,6 +8,7 @@ saved with `save_to_disk`, or a hub name when online).
 from __future__ import annotations
 
 import glob
+import gzip
 import json
 import os
 import sysconfig
@@ -86,6 +87,7 @@ def matching_files(spec: Any, key: str) -> list[Path]:
             f"{key}.paths: empty; give one or more files or globs, e.g. {key}.paths='[corpus/*.txt]'"
         )
     files: list[Path] = []
+    seen: set[Path] = set()  # real paths: a file reached twice (a symlinked folder) is read once
     for pattern in patterns:
         matched = sorted(
             Path(p) for p in glob.glob(str(Path(pattern).expanduser()), recursive=True)
@@ -93,15 +95,26 @@ def matching_files(spec: Any, key: str) -> list[Path]:
         matched = [p for p in matched if p.is_file()]
         if not matched:
             raise QuarkError(f"{key}.paths: '{pattern}' matches no file")
-        files += matched
+        for path in matched:
+            real = path.resolve()
+            if real not in seen:
+                seen.add(real)
+                files.append(path)
     return files
 
 
 def _read_bytes(path: Path) -> bytes:
+    """A file's bytes; a .gz file's decompressed."""
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except OSError as exc:
         raise QuarkError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    if path.suffix == ".gz":
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise QuarkError(f"{path}: not a readable gzip file ({exc})") from None
+    return data
 
 
 def _files(files: list[Path], stats: SourceStats, root: Path | None) -> Iterator[Document]:
@@ -121,23 +134,34 @@ def _jsonl(files: list[Path], text_field: str, stats: SourceStats) -> Iterator[D
         stats.files.append(str(path))
         if not os.access(path, os.R_OK):
             raise QuarkError(f"{path}: unreadable (permission denied)")
-        with open(path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                line, bad = decode(raw)
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    raise QuarkError(f"{path}:{number}: not valid JSON") from None
-                if not isinstance(record, dict) or text_field not in record:
-                    raise QuarkError(
-                        f"{path}:{number}: no '{text_field}' field (set the source's text_field)"
-                    )
-                stats.documents += 1
-                stats.bytes += len(raw)
-                stats.undecodable_bytes += bad
-                yield Document(stats.name, f"{path}:{number}", str(record[text_field]), bad)
+        # streamed line by line (a corpus may not fit in memory); a .gz file decompressed
+        opened = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+        with opened as handle:
+            try:
+                yield from _jsonl_records(path, handle, text_field, stats)
+            except (OSError, EOFError) as exc:  # a damaged gzip stream
+                raise QuarkError(f"{path}: not a readable gzip file ({exc})") from None
+
+
+def _jsonl_records(
+    path: Path, handle: Any, text_field: str, stats: SourceStats
+) -> Iterator[Document]:
+    for number, raw in enumerate(handle, start=1):
+        if not raw.strip():
+            continue
+        line, bad = decode(raw)
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise QuarkError(f"{path}:{number}: not valid JSON") from None
+        if not isinstance(record, dict) or text_field not in record:
+            raise QuarkError(
+                f"{path}:{number}: no '{text_field}' field (set the source's text_field)"
+            )
+        stats.documents += 1
+        stats.bytes += len(raw)
+        stats.undecodable_bytes += bad
+        yield Document(stats.name, f"{path}:{number}", str(record[text_field]), bad)
 
 
 def _parquet(files: list[Path], text_field: str, stats: SourceStats) -> Iterator[Document]:
