@@ -1,6 +1,6 @@
 """A tiny Llama trained in-process for a few seconds on a regular little language: trained
 weights, unlike random ones, have confident next-token choices, so quantized exports can be
-held to top-1 agreement and perplexity (DESIGN.md: no mocks; a real model, just small)."""
+held to top-1 agreement and perplexity (no mocks: a real model, just small)."""
 
 from __future__ import annotations
 
