@@ -42,7 +42,7 @@ class StepSpec:
     trains_model: bool = False
 
 
-# In lifecycle order; the rest of the ten (README's list: improve) join as they are built.
+# In lifecycle order; the tenth step, improve, joins when it is built.
 STEPS: tuple[StepSpec, ...] = (
     StepSpec("plan", "quark.steps.plan", PlanStepSchema),
     StepSpec("data", "quark.steps.data", DataStepSchema),
