@@ -34,10 +34,13 @@ def test_a_rerun_sweep_reuses_completed_jobs_and_resumes_an_interrupted_one(
         ("0.003", "completed"),
     ]
     assert all(float(r["val_loss"]) > 0 for r in first)
-    # job 1 looks killed: its manifest still says running, its checkpoints are on disk
+    # job 1 looks killed after step 4: its manifest still says running, and only the
+    # checkpoint of step 4 is on disk (the one of step 8 and last.ckpt never were)
     killed = Path(first[1]["run_dir"])
     manifest = json.loads((killed / "manifest.json").read_text())
     (killed / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    (killed / "checkpoints" / "last.ckpt").unlink()
+    (killed / "checkpoints" / "step_000008.ckpt").unlink()
 
     import time
 
@@ -46,6 +49,13 @@ def test_a_rerun_sweep_reuses_completed_jobs_and_resumes_an_interrupted_one(
     _, second = summary_rows(outputs)
     assert [r["status"] for r in second] == ["reused", "completed"]
     assert second[0]["run_dir"] == first[0]["run_dir"]  # points at the run that computed it
-    resumed = json.loads((Path(second[1]["run_dir"]) / "manifest.json").read_text())
-    assert resumed["resumed_from"] == str(killed / "checkpoints" / "last.ckpt")
+    resumed_dir = Path(second[1]["run_dir"])
+    resumed = json.loads((resumed_dir / "manifest.json").read_text())
+    assert resumed["resumed_from"] == str(killed / "checkpoints" / "step_000004.ckpt")
+    # it trained steps 5 to 8 (not zero steps from a final checkpoint): its log starts after
+    # step 4 and holds the in-training validation after step 8 (step index 7), not only the
+    # final one; and it ends at the same weights
+    with (resumed_dir / "logs" / "metrics.csv").open() as handle:
+        validated = [int(r["step"]) for r in csv.DictReader(handle) if r.get("val/loss")]
+    assert min(validated) >= 4 and 7 in validated, validated
     assert float(second[1]["val_loss"]) == pytest.approx(float(first[1]["val_loss"]), abs=1e-6)
