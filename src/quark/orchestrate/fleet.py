@@ -48,7 +48,8 @@ class ToolBackend:
         }
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        from quark.orchestrate.tools import ToolError, arithmetic_expression, run_tool
+        from quark.orchestrate.calculator import ToolError, arithmetic_expression
+        from quark.orchestrate.tools import run_tool
 
         self.requests += 1
         question = last_user_text(body.get("messages") or [])

@@ -269,7 +269,12 @@ class Router:
 def verify(kind: str | None, request: str, answer: str) -> bool | None:
     """Whether an answer is right where it can be checked without a reference: arithmetic by
     the calculator, code by whether it parses; None where nothing can tell."""
-    from quark.orchestrate.tools import ToolError, arithmetic_expression, calculate, format_number
+    from quark.orchestrate.calculator import (
+        ToolError,
+        arithmetic_expression,
+        calculate,
+        format_number,
+    )
 
     if kind == "arithmetic":
         expression = arithmetic_expression(request)
