@@ -5,11 +5,8 @@ this process for each configuration a test needs."""
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +21,6 @@ from ..serve import conftest as serve_models
 
 tiny_models = serve_models.tiny_models
 SCRIPTED = Path(__file__).with_name("scripted_backend.py")
-URL_LINE = re.compile(r"serve: (\S+) \((.+)\) on (http://127\.0\.0\.1:\d+)/v1")
 
 
 @dataclass
@@ -39,22 +35,12 @@ class Process:
 
 def start_serve(model_dir: Path, outputs: Path, name: str) -> Process:
     """`launch.py step=serve` of `model_dir`, once it has logged its URL."""
-    env = {**os.environ, "QUARK_OUTPUT_DIR": str(outputs)}
-    process = subprocess.Popen(
-        [sys.executable, "launch.py", "step=serve", "step.port=0", f"step.model_dir={model_dir}",
-         f"step.model_name={name}", "step.threads=1"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    log = []
-    for line in process.stdout:
-        log.append(line)
-        if match := URL_LINE.search(line):
-            # read on, so the pipe never fills
-            threading.Thread(target=lambda: log.extend(process.stdout), daemon=True).start()  # type: ignore[arg-type]
-            return Process(process, match.group(3) + "/v1")
-    process.kill()
-    raise AssertionError("".join(log))
+    from ..steps.test_serve import start_server
+
+    process, match, _log = start_server(
+        outputs, f"step.model_dir={model_dir}", f"step.model_name={name}", "step.threads=1"
+    )
+    return Process(process, match.group(3) + "/v1")
 
 
 def start_scripted(directory: Path) -> Process:

@@ -6,20 +6,17 @@ client until SIGTERM; bad input one line and exit status 2."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import openai
 import pytest
 
-from ..conftest import REPO, LaunchFn, manifests
+from ..conftest import LaunchFn, manifests
 from ..serve import conftest as serve_models
 from ..serve.conftest import TinyModels
+from .test_serve import start_server
 
 tiny_models = serve_models.tiny_models
 GATEWAY_LINE = re.compile(r"orchestrate: gateway on (http://127\.0\.0\.1:\d+)/v1")
@@ -77,23 +74,13 @@ def test_the_mixed_workload_is_routed_answered_and_reported(
 
 
 def test_serves_the_openai_client_until_sigterm(outputs: Path, tiny_models: TinyModels) -> None:
-    env = {**os.environ, "QUARK_OUTPUT_DIR": str(outputs)}
-    process = subprocess.Popen(
-        [sys.executable, "launch.py", "step=orchestrate", "step.port=0", "router=rules",
-         backends(tiny_models), "router.rules=[{pattern:'\\d\\s*[-+*]\\s*\\d',backend:calculator,"
-         "kind:arithmetic}]", "router.default=chat", "step.in_process.threads=1"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    process, match, log = start_server(
+        outputs, "router=rules", backends(tiny_models),
+        "router.rules=[{pattern:'\\d\\s*[-+*]\\s*\\d',backend:calculator,kind:arithmetic}]",
+        "router.default=chat", "step.in_process.threads=1", step="orchestrate",
+        url_line=GATEWAY_LINE,
     )  # fmt: skip
-    assert process.stdout is not None
-    log: list[str] = []
-    match = None
-    for line in process.stdout:
-        log.append(line)
-        if match := GATEWAY_LINE.search(line):
-            break
     try:
-        assert match, "".join(log)
-        threading.Thread(target=lambda: log.extend(process.stdout), daemon=True).start()  # type: ignore[arg-type]
         client = openai.OpenAI(base_url=f"{match.group(1)}/v1", api_key="none", max_retries=0)
         sums = client.chat.completions.create(
             model="auto", messages=[{"role": "user", "content": "what is 7 * 6"}]

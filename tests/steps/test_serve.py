@@ -76,13 +76,17 @@ def test_onnx_export_is_served_from_the_command_line(launch: LaunchFn, onnx_dir:
 
 
 def start_server(
-    outputs: Path, *args: str, env: dict[str, str] | None = None
+    outputs: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    step: str = "serve",
+    url_line: re.Pattern[str] = URL_LINE,
 ) -> tuple[subprocess.Popen, re.Match, list[str]]:
-    """`launch.py step=serve step.port=0 ARGS` running, once it logged its URL: the process,
-    the URL line's match, and its log so far (read on in a thread)."""
+    """`launch.py step=<step> step.port=0 ARGS` running, once it logged its URL (`url_line`):
+    the process, the URL line's match, and its log so far (read on in a thread)."""
     merged = {**os.environ, "QUARK_OUTPUT_DIR": str(outputs), **(env or {})}
     process = subprocess.Popen(
-        [sys.executable, "launch.py", "step=serve", "step.port=0", *args],
+        [sys.executable, "launch.py", f"step={step}", "step.port=0", *args],
         cwd=REPO, env=merged, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     assert process.stdout is not None
@@ -90,7 +94,7 @@ def start_server(
     match = None
     for line in process.stdout:
         log.append(line)
-        if match := URL_LINE.search(line):
+        if match := url_line.search(line):
             break
     if match is None:
         process.kill()

@@ -185,12 +185,8 @@ class ModelBackend:
             try:
                 answer: dict[str, Any] = await attempt()
             except BackendError as exc:
-                if exc.retryable and number < self.spec.retries and self.breaker.state == CLOSED:
-                    self.counters.retries += 1
-                    await asyncio.sleep(backoff(number))
-                    continue
-                self._failed(exc)
-                raise
+                await self._retry_or_raise(exc, number)
+                continue
             except asyncio.CancelledError:
                 self.breaker.release()
                 raise
@@ -203,6 +199,20 @@ class ModelBackend:
             self.breaker.success()
             return answer
         raise AssertionError("unreachable: the last try returns or raises")
+
+    async def _retry_or_raise(
+        self, exc: BackendError, number: int, passed_on: bool = False
+    ) -> None:
+        """Wait before another try when `exc` is worth one (a fault before anything was passed
+        on, tries left, the circuit closed: a half-open probe gets one try); else count the
+        failure and raise it."""
+        worth = exc.retryable and not passed_on and number < self.spec.retries
+        if worth and self.breaker.state == CLOSED:
+            self.counters.retries += 1
+            await asyncio.sleep(backoff(number))
+            return
+        self._failed(exc)
+        raise exc
 
     def _unreadable(self, exc: Exception) -> BackendError:
         return BackendError(
@@ -260,13 +270,8 @@ class ModelBackend:
                     passed_on = True
                     yield as_chat_chunk(chunk) if self.completions_only else chunk
             except BackendError as exc:
-                retry = exc.retryable and not passed_on and number < self.spec.retries
-                if retry and self.breaker.state == CLOSED:
-                    self.counters.retries += 1
-                    await asyncio.sleep(backoff(number))
-                    continue
-                self._failed(exc)
-                raise
+                await self._retry_or_raise(exc, number, passed_on)
+                continue
             except (asyncio.CancelledError, GeneratorExit):
                 self.breaker.release()
                 raise

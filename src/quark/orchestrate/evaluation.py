@@ -111,7 +111,8 @@ def evaluate_gateway(
 
     # 1. Routing, and the gateway's answers.
     through = asyncio.run(ask_all(api, api_key, requests, "auto", max_tokens, 8))
-    found_kinds = [router.kind_of(r.text)[0] for r in requests]
+    # the router's kind of each request, found once in one batched pass (routing and the replay)
+    found_kinds = [kind for kind, _p, _how in router.kinds_of([r.text for r in requests])]
     skills = {name: tuple(b.spec.skills) for name, b in fleet.backends.items()}
     metrics: dict[str, float] = {
         "routing/kind_accuracy": mean([k == r.kind for k, r in zip(found_kinds, requests, strict=True)]),
@@ -178,10 +179,11 @@ def evaluate_gateway(
             metrics[f"latency/overhead_ratio/c{level}"] = via / direct
 
     # 4. The bandit, replayed on what each backend answered.
+    scored_kinds = [k or "unknown" for k, r in zip(found_kinds, requests, strict=True)
+                    if r.kind in SCORED_KINDS]  # fmt: skip
     curve, bandit_metrics = bandit_replay(
-        run, scored, right, list(fleet.backends), router, int(settings.bandit_rounds),
-        int(cfg.seed),
-    )  # fmt: skip
+        run, scored_kinds, right, list(fleet.backends), int(settings.bandit_rounds), int(cfg.seed)
+    )
     metrics |= bandit_metrics
     metrics["evaluation_s"] = time.perf_counter() - started
 
@@ -199,22 +201,21 @@ def evaluate_gateway(
 
 def bandit_replay(
     run: Any,
-    scored: list[Any],
+    kinds: list[str],
     right: dict[str, list[bool]],
     names: list[str],
-    router: Any,
     rounds: int,
     seed: int,
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Thompson sampling over `names` on requests drawn from `scored`, each choice rewarded
+    """Thompson sampling over `names` on the scored requests (of the router's `kinds`), drawn
+    at random, each choice rewarded
     with whether that backend answered that request right: the share of rounds (in windows)
     answered right, and in which it picked the backend that is best for the request's kind
     (counted for kinds with one best backend only)."""
     from quark.orchestrate.outcomes import Outcomes
 
-    if not rounds or not scored:
+    if not rounds or not kinds:
         return {}, {}
-    kinds = [router.kind_of(r.text)[0] or "unknown" for r in scored]
     # the best backend of a kind, where one is better than every other (a tie has none)
     best: dict[str, str | None] = {}
     for kind in set(kinds):
@@ -230,7 +231,7 @@ def bandit_replay(
     picked_best, rewarded = [], []
     with Outcomes(path) as replay:
         for _round in range(rounds):
-            i = rng.randrange(len(scored))
+            i = rng.randrange(len(kinds))
             chosen, _scores = replay.choose(kinds[i], names, "thompson", rng)
             success = right[chosen][i]
             replay.record(chosen, kinds[i], success)

@@ -352,21 +352,9 @@ def check_router(settings: Any, names: list[str]) -> None:
     if strategy == "rules" and settings.get("default") and settings.default not in names:
         raise ConfigError("router.default", f"'{settings.default}' is not a backend", allowed)
     if strategy == "cascade":
-        order = list(settings.get("order") or [])
-        bad = [b for b in order if b not in names]
-        if len(order) < 2 or bad:
-            raise ConfigError(
-                "router.order", f"{json.dumps(bad[0]) + ' is not a backend' if bad else 'names fewer than two backends'}",
-                f"two or more, cheapest first; {allowed}",
-            )  # fmt: skip
+        _check_named(settings, "order", names, f"two or more, cheapest first; {allowed}")
     if strategy == "ensemble":
-        members = list(settings.get("members") or [])
-        bad = [b for b in members if b not in names]
-        if len(members) < 2 or bad:
-            raise ConfigError(
-                "router.members", f"{json.dumps(bad[0]) + ' is not a backend' if bad else 'names fewer than two backends'}",
-                f"two or more; {allowed}",
-            )  # fmt: skip
+        _check_named(settings, "members", names, f"two or more; {allowed}")
         if str(settings.aggregate) not in AGGREGATES:
             raise ConfigError(
                 "router.aggregate", f"'{settings.aggregate}' is not an aggregation",
@@ -376,3 +364,14 @@ def check_router(settings: Any, names: list[str]) -> None:
         raise ConfigError(
             "router.rule", f"'{settings.rule}' is not a bandit rule", "thompson, greedy"
         )
+
+
+def _check_named(settings: Any, key: str, names: list[str], allowed: str) -> None:
+    """router.<key> names two or more backends, every one of them a backend."""
+    named = list(settings.get(key) or [])
+    bad = [b for b in named if b not in names]
+    if len(named) < 2 or bad:
+        problem = (
+            f"{json.dumps(bad[0])} is not a backend" if bad else "names fewer than two backends"
+        )
+        raise ConfigError(f"router.{key}", problem, allowed)
