@@ -256,8 +256,16 @@ def start_in_process(location: Any, spec: BackendSpec, serving: Any, device: str
     return InProcess(server, engine, model)
 
 
-def build_fleet(cfg: Any, specs: list[BackendSpec], tools: dict[str, Any]) -> Fleet:
-    """Every backend started (in-process) or looked up (remote), in `specs` order."""
+def build_fleet(
+    cfg: Any,
+    specs: list[BackendSpec],
+    tools: dict[str, Any],
+    located: dict[str, Any] | None = None,
+) -> Fleet:
+    """Every backend started (in-process) or looked up (remote), in `specs` order;
+    `located`: in-process backends' models already located and verified (the step's inputs),
+    so their files are not hashed twice."""
+    located = located or {}
     fleet = Fleet({})
     try:
         for number, spec in enumerate(specs):
@@ -274,7 +282,7 @@ def build_fleet(cfg: Any, specs: list[BackendSpec], tools: dict[str, Any]) -> Fl
                 int(cfg.step.breaker.failures_to_open), float(cfg.step.breaker.cooldown_s)
             )
             if spec.model_dir:
-                location = model_location(cfg, spec, number)
+                location = located.get(spec.name) or model_location(cfg, spec, number)
                 served = start_in_process(location, spec, cfg.step.in_process, str(cfg.step.device))
                 fleet.started.append(served)
                 model = served.model

@@ -35,12 +35,13 @@ log = logging.getLogger("quark")
 
 @dataclass(frozen=True)
 class OrchestrateInputs:
-    models: dict[str, Path] = field(default_factory=dict)  # in-process backend -> its source
+    # in-process backend -> its model, located and verified once (quark.lineage.ModelLocation)
+    models: dict[str, Any] = field(default_factory=dict)
     index: Path | None = None  # step.tools.index: a retrieve run
     reward_model: Path | None = None
 
     def recorded(self) -> dict[str, Path]:
-        found = {f"backend_{name}": path for name, path in self.models.items()}
+        found = {f"backend_{name}": model.source for name, model in self.models.items()}
         found |= {"tools_index": self.index} if self.index else {}
         return found | ({"reward_model": self.reward_model} if self.reward_model else {})
 
@@ -53,7 +54,7 @@ def inputs(cfg: DictConfig) -> OrchestrateInputs:
     specs = backend_specs(cfg.step.backends)
     check_router(cfg.router, [s.name for s in specs])
     models = {
-        spec.name: model_location(cfg, spec, number).source
+        spec.name: model_location(cfg, spec, number)
         for number, spec in enumerate(specs)
         if spec.model_dir
     }
@@ -122,7 +123,7 @@ def run(cfg: DictConfig, run: Run, inputs: OrchestrateInputs) -> dict[str, float
     try:
         # 1. The fleet, with the tools the gateway runs.
         tools = gateway_tools(step.tools, inputs.index)
-        fleet = build_fleet(cfg, specs, tools)
+        fleet = build_fleet(cfg, specs, tools, inputs.models)
 
         # 2. The router, and the classifier it needs, trained on generated requests.
         metrics: dict[str, float] = {}
