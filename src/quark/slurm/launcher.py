@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import signal
 import sys
 import time
@@ -287,7 +288,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         )
         if failures:
             print(f"error: {failures[0].message}", file=sys.stderr)  # the job's log says why
-            if terminated.seen or _requeue_started():
+            if _ending_by_slurm(terminated):
                 # SLURM is ending the job (requeue, cancel, time limit) and the step failed of
                 # it (a rank gone, a closed connection): no result, or the submitting process
                 # would take it for the job's; it learns the end from SLURM, or the requeued
@@ -295,6 +296,36 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 raise SystemExit(1)
             result.return_value = failures[0]
         return result
+
+
+# How long a failed rank of a multi-task job waits for SLURM's SIGTERM before taking its failure
+# for the job's result. `scontrol requeue` or a node failure signals every task, but a peer can
+# exit and close its connections before this rank's signal arrives: its "Connection closed by
+# peer" is then part of the ending. SLURM signals all tasks of a step at once; seconds suffice.
+PEER_FAILURE_GRACE_S = 10.0
+
+
+def _ending_by_slurm(terminated: _SigtermNoted, grace_s: float | None = None) -> bool:
+    """Whether SLURM is ending this job (a SIGTERM seen, or a requeue begun here); in a job of
+    several tasks, a failure waits up to `grace_s` for the SIGTERM that may be on its way."""
+    if terminated.seen or _requeue_started():
+        return True
+    if _task_count() < 2:
+        return False
+    deadline = time.monotonic() + (PEER_FAILURE_GRACE_S if grace_s is None else grace_s)
+    while time.monotonic() < deadline:
+        time.sleep(0.1)  # a signal's Python handler runs between these sleeps
+        if terminated.seen or _requeue_started():
+            return True
+    return False
+
+
+def _task_count() -> int:
+    """The number of tasks srun started for this job step (1 outside SLURM)."""
+    try:
+        return int(os.environ.get("SLURM_NTASKS") or os.environ.get("SLURM_STEP_NUM_TASKS") or 1)
+    except ValueError:
+        return 1
 
 
 def _requeue_started() -> bool:
