@@ -1,6 +1,7 @@
 """The `quark` command: `quark runs` lists what ran, where, how it ended, and its key metrics;
 `quark lineage RUN` shows what a run came from, every input re-verified; `quark convert` turns
-a training checkpoint of any strategy into a Hugging Face directory."""
+a training checkpoint of any strategy into a Hugging Face directory; `quark audit` verifies and
+lists the governance audit log, and signs a person's approval of a candidate model."""
 
 from __future__ import annotations
 
@@ -54,14 +55,166 @@ def main(argv: Sequence[str] | None = None) -> int:
     convert.add_argument(
         "--config", type=Path, help="the run's config.yaml (default: found next to the checkpoint)"
     )
+    _add_audit_parser(commands)
     args = parser.parse_args(argv)
     try:
-        commands_run = {"runs": list_runs, "lineage": show_lineage, "convert": convert_checkpoint}
+        commands_run = {
+            "runs": list_runs,
+            "lineage": show_lineage,
+            "convert": convert_checkpoint,
+            "audit": audit,
+        }
         return commands_run[args.command](args)
     except Exception as exc:
         if debug_enabled():
             traceback.print_exc()
         return report(exc)  # one line; 2 for bad input
+
+
+def _add_audit_parser(commands: Any) -> None:
+    outputs = os.environ.get("QUARK_OUTPUT_DIR", "outputs")
+    audit_parser = commands.add_parser(
+        "audit",
+        help="the governance audit log: verify its hash chain, list it, sign an approval",
+    )
+    actions = audit_parser.add_subparsers(dest="audit_command", required=True)
+    for name, text in (
+        ("verify", "check that no record was edited, removed or reordered (exit 1 if one was)"),
+        ("show", "list the records of an audit log"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument(
+            "log",
+            nargs="?",
+            type=Path,
+            help="an audit log (default: every <outputs>/*/registry/audit.jsonl)",
+        )
+        action.add_argument(
+            "--outputs", default=outputs, help="output directory (default: ./outputs)"
+        )
+        if name == "show":
+            action.add_argument("--json", action="store_true", help="print JSON for scripts")
+    approve = actions.add_parser(
+        "approve",
+        help="sign an approval of a candidate model with the key in QUARK_APPROVAL_KEY "
+        "(governance.approval.file)",
+    )
+    approve.add_argument(
+        "--candidate", required=True, help="the candidate's run directory, or its outputs digest"
+    )
+    approve.add_argument("--approver", required=True, help="your name, as the record shows it")
+    approve.add_argument("--out", type=Path, required=True, help="the approval file to write")
+
+
+def audit(args: argparse.Namespace) -> int:
+    """quark audit verify | show | approve."""
+    if args.audit_command == "approve":
+        return approve_candidate(args)
+    logs = [args.log] if args.log else _audit_logs(Path(args.outputs))
+    if args.audit_command == "show":
+        return show_audit(logs, as_json=args.json)
+    return verify_audit(logs)
+
+
+def verify_audit(logs: list[Path]) -> int:
+    """One line per log when its chain holds, one per problem when not; exit 1 on any problem."""
+    from quark.governance.audit import verify
+
+    broken = False
+    for log in logs:
+        problems = verify(log)
+        if problems:
+            broken = True
+            for problem in problems:
+                print(f"audit log {log}: {problem}")
+        else:
+            records = len(log.read_text().splitlines())
+            print(f"audit log {log}: {records} records, chain intact")
+    return 1 if broken else 0
+
+
+def show_audit(logs: list[Path], as_json: bool) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from quark.core.console import wide_console
+    from quark.governance.audit import CHAIN_KEYS, AuditLog
+
+    if as_json:
+        json.dump({str(log): AuditLog(log).records() for log in logs}, sys.stdout, indent=2)
+        print()
+        return 0
+    console = wide_console()
+    for log in logs:
+        if not log.is_file():
+            raise QuarkError(f"{log}: no such audit log")
+        table = Table(title=f"Audit log {log}", title_justify="left")
+        for column in ("seq", "time", "kind", "record"):
+            table.add_column(column, overflow="fold")
+        for record in AuditLog(log).records():
+            payload = {k: v for k, v in record.items() if k not in CHAIN_KEYS}
+            table.add_row(
+                str(record.get("seq")),
+                _when(str(record.get("time"))),
+                str(record.get("kind")),
+                escape(_summary(payload)),
+            )
+        console.print(table)
+    return 0
+
+
+def approve_candidate(args: argparse.Namespace) -> int:
+    from quark.core.files import write_json_atomic
+    from quark.governance.approval import KEY_VARIABLE, run_digest, sign_approval
+
+    key = os.environ.get(KEY_VARIABLE, "")
+    if not key:
+        raise QuarkError(
+            f"{KEY_VARIABLE} is not set: it holds the key approvals are signed with "
+            "(the promoting process checks them with the same key)"
+        )
+    candidate = Path(args.candidate).expanduser()
+    if candidate.is_dir():
+        digest = run_digest(candidate)
+    elif len(args.candidate) == 64 and all(c in "0123456789abcdef" for c in args.candidate):
+        digest = args.candidate
+    else:
+        raise QuarkError(
+            f"--candidate {args.candidate}: neither a run directory nor a sha256 digest "
+            "(a run's outputs_digest, in its manifest.json)"
+        )
+    write_json_atomic(args.out, sign_approval(args.approver, digest, key))
+    print(
+        f"{args.out}: {args.approver} approves candidate {digest[:12]}; "
+        f"use it with governance.approval.file={args.out}"
+    )
+    return 0
+
+
+def _audit_logs(outputs: Path) -> list[Path]:
+    """Every experiment's audit log under `outputs`."""
+    from quark.governance.registry import AUDIT_LOG, REGISTRY_DIR
+
+    if not outputs.is_dir():
+        raise QuarkError(
+            f"{outputs}: no such output directory; pass --outputs DIR or name an audit log"
+        )
+    logs = sorted(outputs.glob(f"*/{REGISTRY_DIR}/{AUDIT_LOG}"))
+    if not logs:
+        raise QuarkError(
+            f"{outputs}: no audit log (*/{REGISTRY_DIR}/{AUDIT_LOG}); name one, or pass --outputs"
+        )
+    return logs
+
+
+def _summary(payload: dict[str, Any], limit: int = 160) -> str:
+    """A record's payload on one line, long values cut short."""
+    parts = []
+    for key, value in payload.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        parts.append(f"{key}={text if len(text) <= 60 else text[:57] + '...'}")
+    line = ", ".join(parts)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def list_runs(args: argparse.Namespace) -> int:

@@ -37,6 +37,9 @@ MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 # Keys that say where things go, not what is computed: left out of the config hash.
 UNHASHED_KEYS = ("hydra", "paths", "inputs", "experiment_name")
+# steps whose result the `governance` group changes (the gate's decision); for every other step
+# the group is left out of the hash, so choosing a policy never invalidates a trained run
+GOVERNED_STEPS = ("improve",)
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -48,6 +51,10 @@ def config_hash(cfg: DictConfig) -> str:
     hashed = {k: v for k, v in data.items() if k not in UNHASHED_KEYS}
     if isinstance(hashed.get("step"), dict) and "resume" in hashed["step"]:
         hashed["step"] = {k: v for k, v in hashed["step"].items() if k != "resume"}
+    step = hashed.get("step")
+    if not (isinstance(step, dict) and step.get("name") in GOVERNED_STEPS):
+        # the gate decides nothing a training or data run computes
+        hashed.pop("governance", None)
     return sha256_json(hashed)
 
 

@@ -8,6 +8,7 @@ from quark.core.schemas.align import AlignSchema
 from quark.core.schemas.data import DataSchema
 from quark.core.schemas.export import ExportSchema
 from quark.core.schemas.fields import pattern, ranged
+from quark.core.schemas.governance import GovernanceSchema
 from quark.core.schemas.logger import LoggerSchema
 from quark.core.schemas.model import ModelSchema
 from quark.core.schemas.orchestrate import RouterSchema
@@ -43,6 +44,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "embedder": EmbedderSchema,
     "index": IndexSchema,
     "router": RouterSchema,
+    "governance": GovernanceSchema,
 }
 
 # Each step's schema is declared with the step, in quark.core.step_registry (STEP_SCHEMAS).
