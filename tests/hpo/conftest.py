@@ -54,3 +54,87 @@ def load_study(outputs: Path, study: str, step: str = "plan") -> Any:
 
     storage = f"sqlite:///{sweep_dir(outputs, study, step) / 'optuna.db'}"
     return optuna.load_study(study_name=study, storage=storage)
+
+
+# The part of a run's config.yaml that says what kind of run it was (similar_studies.py):
+# LoRA fine-tuning of the tiny model on the arithmetic pairs
+TINY_FINETUNE: dict[str, Any] = {
+    "step": {"name": "finetune", "optim": {"lr": 2.0e-3, "warmup_steps": 20}},
+    "model": {"name": "llama_tiny", "hidden_size": 256, "num_layers": 6},
+    "data": {"name": "arithmetic_sft", "kind": "arithmetic_sft"},
+    "peft": {"name": "lora", "rank": 8},
+}
+FINETUNE_SPACE = {
+    "step.optim.lr": {"type": "float", "low": 1.0e-5, "high": 1.0e-1, "log": True},
+    "step.optim.warmup_steps": {"type": "int", "low": 0, "high": 40, "step": 10},
+    "peft.rank": {"type": "categorical", "choices": [4, 8, 16, 32]},
+}
+
+
+def study_settings(
+    sweep_dir: Path,
+    name: str,
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+    objective: str = "val_loss",
+    direction: str = "minimize",
+    **warm_start: Any,
+) -> Any:
+    """The settings of conf/hydra/sweeper/quark_optuna.yaml for a study in `sweep_dir`,
+    as the sweeper reads them (its sweep directory made, as the sweeper makes it)."""
+    from quark.hpo.settings import read_settings
+
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    node = {
+        "study_name": name,
+        "storage": None,
+        "objective": objective,
+        "direction": direction,
+        "n_trials": 20,
+        "parallel_trials": 1,
+        "stop_after_failures": 3,
+        "sampler": {"_target_": "optuna.samplers.TPESampler", "seed": seed, "n_startup_trials": 5},
+        "pruner": None,
+        "pruning_metric": "val/loss",
+        "pruning_metric_direction": "minimize",
+        "warm_start": {"source": None, "study_name": None, "trials": 5, **warm_start},
+        "params": params if params is not None else FINETUNE_SPACE,
+    }
+    return read_settings(node, sweep_dir)
+
+
+def recorded_study(
+    outputs: Path,
+    name: str,
+    score: Any,
+    trials: int,
+    run: dict[str, Any] | None = None,
+    experiment: str = "last_week",
+    seed: int = 100,
+    fixed: list[dict[str, Any]] | None = None,
+    **settings: Any,
+) -> Any:
+    """An earlier study as the sweeper leaves it in `outputs`/`experiment`/<step>/multirun/
+    `name`/: `trials` trials scored by `score(params)` (the `fixed` parameter sets first), each
+    with a run directory whose config.yaml is `run` (TINY_FINETUNE) with the trial's values."""
+    from quark.hpo.search_space import parse_search_space
+    from quark.hpo.study import RUN_DIR_ATTR, open_study
+
+    run = run or TINY_FINETUNE
+    directory = outputs / experiment / run["step"]["name"] / "multirun" / name
+    study_config = study_settings(directory, name, seed=seed, **settings)
+    study = open_study(study_config)
+    space = parse_search_space(study_config.params)
+    for params in fixed or []:
+        study.enqueue_trial(params)
+    for _ in range(trials):
+        trial = study.ask(space)
+        run_dir = directory / str(trial.number)
+        config = OmegaConf.create(run)
+        for key, value in trial.params.items():
+            OmegaConf.update(config, key, value, force_add=True)
+        run_dir.mkdir()
+        OmegaConf.save(config, run_dir / "config.yaml")
+        trial.set_user_attr(RUN_DIR_ATTR, str(run_dir))
+        study.tell(trial, score(trial.params))
+    return study

@@ -60,6 +60,12 @@ MFU = "hydra.sweeper.params.step.mfu"
             ["hydra.sweeper.direction=down"],
             "hydra.sweeper.direction: 'down' is not a direction; allowed: minimize, maximize",
         ),
+        (
+            PLAN_SPACE,
+            ["hydra.sweeper.warm_start.source=auto", "hydra.sweeper.warm_start.margin=-1"],
+            "hydra.sweeper.warm_start.margin: '-1' is out of range; allowed: a number >= 0 "
+            "(a fraction of the span of the best earlier trials)",
+        ),
     ],
     ids=[
         "low-above-high",
@@ -70,6 +76,7 @@ MFU = "hydra.sweeper.params.step.mfu"
         "unknown-key-on-command-line",
         "unknown-option-on-command-line",
         "bad-direction",
+        "negative-warm-start-margin",
     ],
 )
 def test_a_bad_search_exits_2_with_one_line_before_any_trial(

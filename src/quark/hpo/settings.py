@@ -18,13 +18,27 @@ DIRECTIONS = ("minimize", "maximize")
 # The trial number a job runs as; set per job through hydra.job.env_set, so it stays out of the
 # job's config and its config hash (a trial's run can be reused and resumed like any run).
 TRIAL_VARIABLE = "QUARK_OPTUNA_TRIAL"
+# warm_start.source that finds the earlier studies of similar runs itself (similar_studies.py)
+AUTO_SOURCE = "auto"
 
 
 @dataclass
 class WarmStart:
-    source: str | None  # an earlier study's optuna.db, its sweep directory, or a storage URL
+    # "auto", an earlier study's optuna.db, its sweep directory, or a storage URL
+    source: str | None
     study_name: str | None  # None: the only study stored there
     trials: int  # how many of its best completed trials to evaluate first
+    # auto only: narrow each range to the span of the best `narrow_top` earlier trials,
+    # widened on each side by `margin` times that span; with `narrow_choices`, a categorical
+    # to the choices those trials took
+    narrow: bool = True
+    narrow_top: int = 5
+    margin: float = 1.0
+    narrow_choices: bool = False
+
+    @property
+    def auto(self) -> bool:
+        return self.source == AUTO_SOURCE
 
 
 @dataclass
@@ -66,7 +80,6 @@ def read_settings(sweeper: Any, sweep_dir: Path) -> StudySettings:
                 f"'{values.get(key)}' is not a direction",
                 f"allowed: {', '.join(DIRECTIONS)}",
             )
-    warm = values.get("warm_start") or {}
     return StudySettings(
         study_name=name,
         storage=storage_url(values.get("storage"), sweep_dir),
@@ -79,12 +92,37 @@ def read_settings(sweeper: Any, sweep_dir: Path) -> StudySettings:
         pruner=values.get("pruner"),
         pruning_metric=_text(values, "pruning_metric"),
         pruning_metric_direction=str(values["pruning_metric_direction"]),
-        warm_start=WarmStart(
-            source=str(warm["source"]) if warm.get("source") else None,
-            study_name=str(warm["study_name"]) if warm.get("study_name") else None,
-            trials=_count(warm, "trials", minimum=1, prefix="warm_start.") if warm else 5,
-        ),
+        warm_start=_warm_start(values.get("warm_start") or {}),
         params=values.get("params") or {},
+    )
+
+
+def _warm_start(warm: Any) -> WarmStart:
+    """warm_start.* checked; a key left out (settings given as arguments) takes its default."""
+    default = WarmStart(None, None, 5)
+    key = f"{SWEEPER_KEY}.warm_start"
+    margin = warm.get("margin", default.margin)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
+        raise ConfigError(
+            f"{key}.margin",
+            f"'{margin}' is out of range",
+            "allowed: a number >= 0 (a fraction of the span of the best earlier trials)",
+        )
+    for flag in ("narrow", "narrow_choices"):
+        if not isinstance(warm.get(flag, False), bool):
+            raise ConfigError(
+                f"{key}.{flag}", f"'{warm[flag]}' is not a boolean", "allowed: true, false"
+            )
+    return WarmStart(
+        source=str(warm["source"]) if warm.get("source") else None,
+        study_name=str(warm["study_name"]) if warm.get("study_name") else None,
+        trials=_count(warm, "trials", 1, "warm_start.") if "trials" in warm else default.trials,
+        narrow=warm.get("narrow", default.narrow),
+        narrow_top=_count(warm, "narrow_top", 1, "warm_start.")
+        if "narrow_top" in warm
+        else default.narrow_top,
+        margin=float(margin),
+        narrow_choices=warm.get("narrow_choices", default.narrow_choices),
     )
 
 

@@ -35,6 +35,8 @@ RUN_DIR_ATTR = "run_dir"  # the run directory that computed it (a reused job poi
 RETRY_ATTR = "retry_of"  # the interrupted trial this one evaluates again
 WARM_START_ATTR = "warm_start_from"
 ERROR_ATTR = "error"
+# user attributes of a study
+OBJECTIVE_ATTR = "objective"  # the metric it optimises, for later studies looking for similar ones
 # Samplers that call study.stop() when their grid is exhausted, which raises outside optimize()
 STUDY_STOPPING_SAMPLERS = ("GridSampler", "BruteForceSampler")
 
@@ -68,6 +70,8 @@ def open_study(settings: StudySettings) -> optuna.Study:
             f"the study '{settings.study_name}' in {settings.storage} was created to {stored}",
             f"use direction={stored}, or a new hydra.sweeper.study_name",
         )
+    if OBJECTIVE_ATTR not in study.user_attrs:
+        study.set_user_attr(OBJECTIVE_ATTR, settings.objective)
     existing = len(study.get_trials(deepcopy=False))
     seed = settings.sampler.get("seed") if settings.sampler is not None else None
     if existing and seed is not None:
@@ -143,9 +147,9 @@ def this_worker() -> dict[str, Any]:
 
 
 def resolve_warm_start(settings: StudySettings) -> tuple[str, str] | None:
-    """The storage URL and study name to warm-start from, checked; None when not asked."""
+    """The storage URL and study name of an explicit warm start, checked; None when none."""
     warm = settings.warm_start
-    if warm.source is None:
+    if warm.source is None or warm.auto:  # auto: auto_warm_start.py finds its studies
         return None
     key = f"{SWEEPER_KEY}.warm_start.source"
     source = warm.source

@@ -72,6 +72,7 @@ class OptunaStudySweeper(Sweeper):
         check_keys_exist(space, self.config, from_command_line=set(swept))
         self.check_trial_configs(space, fixed, from_command_line=set(swept))
 
+        from quark.hpo.auto_warm_start import auto_warm_start, study_space
         from quark.hpo.study import (
             check_space_matches,
             open_study,
@@ -84,8 +85,11 @@ class OptunaStudySweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         study = open_study(settings)
-        check_space_matches(study, space, lambda key: searched_key(key, set(swept)))
         check_sweep_dir_matches(study, sweep_dir, settings)
+        space = study_space(study, space)  # as narrowed by an automatic warm start, if it was
+        if settings.warm_start.auto:
+            space = auto_warm_start(study, settings, space, self.config, sweep_dir)
+        check_space_matches(study, space, lambda key: searched_key(key, set(swept)))
         retry_interrupted(study)
         if warm_source is not None:
             warm_start(study, warm_source, settings.warm_start.trials, space)
