@@ -26,9 +26,25 @@ def questions_dir(cfg: Any, source: Path) -> Path | None:
         cfg,
         ("data",),
         key=KEY,
-        holds=lambda path: holds_split(path, split),
+        holds=lambda path: holds_pair_split(path, split),
         ancestor_of=source,
     )
+
+
+def holds_pair_split(directory: Path, split: str) -> bool:
+    """Whether <split>.jsonl is there and its first record is a prompt/response pair (a data
+    run of preference pairs, handed over by a pipeline, also holds test.jsonl)."""
+    import json
+
+    if not holds_split(directory, split):
+        return False
+    with open(directory / f"{split}.jsonl") as lines:
+        first = lines.readline()
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return True  # read_pairs names the file and the line
+    return isinstance(record, dict) and "prompt" in record and "response" in record
 
 
 def generated_pairs(count: int, seed: int) -> list[Pair]:
