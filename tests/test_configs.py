@@ -62,6 +62,8 @@ STEP_OF = {"align": "align"}
             "safety",
             "embedder",
             "index",
+            "governance",
+            "router",
         )
         for o in options(g)
     ],
@@ -73,7 +75,7 @@ def test_every_option_composes_and_validates(group: str, option: str, hf_model_d
     validate(cfg)
     if group == "pipeline":
         assert cfg.pipeline.stages, "a pipeline without stages"
-    if group in ("step", "data", "align", "safety", "embedder", "index"):
+    if group in ("step", "data", "align", "safety", "embedder", "index", "governance", "router"):
         assert cfg[group].name == option
 
 

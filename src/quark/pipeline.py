@@ -57,7 +57,7 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
         where = f"pipeline {pipeline.name}, stage {index} ({stage.step})"
         overrides = _stage_overrides(pipeline, index, passed_on)
         try:
-            stage_cfg = _compose_stage(config_name, overrides, handed)
+            stage_cfg = compose_stage(config_name, overrides, handed)
             resolved = resolve_inputs(stage_cfg)
         except QuarkError as exc:
             _stage_failed(record, manifest_path, index, stage.step, exc)
@@ -77,7 +77,7 @@ def run_pipeline(cfg: DictConfig, pipeline_dir: Path, cli_overrides: list[str]) 
                 Path(stage_cfg.paths.output_dir) / stage_cfg.experiment_name / stage.step
             )
             run_dir.mkdir(parents=True)
-            _write_hydra_files(run_dir, stage_cfg, overrides)
+            write_hydra_files(run_dir, stage_cfg, overrides)
             # the extra ranks of a distributed stage inherit this and join the stage
             os.environ[STAGE_VARIABLE] = json.dumps(
                 {"index": index, "run_dir": str(run_dir), "inputs": handed}
@@ -122,7 +122,7 @@ def _stage_overrides(pipeline: PipelineSchema, index: int, passed_on: list[str])
     ]
 
 
-def _compose_stage(config_name: str, overrides: list[str], handed: dict[str, str]) -> DictConfig:
+def compose_stage(config_name: str, overrides: list[str], handed: dict[str, str]) -> DictConfig:
     from hydra import compose
 
     stage_cfg = compose(config_name=config_name, overrides=overrides)
@@ -141,7 +141,7 @@ def _join_stage(
     from quark.launch import run_step
 
     overrides = _stage_overrides(pipeline, int(stage["index"]), passed_on)
-    stage_cfg = _compose_stage(config_name, overrides, dict(stage["inputs"]))
+    stage_cfg = compose_stage(config_name, overrides, dict(stage["inputs"]))
     return run_step(stage_cfg, Path(stage["run_dir"]), overrides)
 
 
@@ -188,7 +188,7 @@ def find_runs_metrics(run_dir: Path) -> dict[str, float]:
     return dict(read_manifest(run_dir).get("metrics", {}))
 
 
-def _write_hydra_files(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
+def write_hydra_files(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
     # The same .hydra/ files a direct launch leaves, so every run directory reads alike.
     write_text_atomic(run_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
     write_text_atomic(

@@ -72,3 +72,63 @@ def test_tool_calls_are_read_natively_or_from_the_text() -> None:
     assert tool_calls_of({"content": "no calls here"}, native=False) == []
     prompted = with_tool_prompt([{"role": "user", "content": "hi"}], [{"function": {"name": "c"}}])
     assert prompted[0]["role"] == "system" and "<tool_call>" in prompted[0]["content"]
+
+
+def test_a_backend_with_a_retrieve_run_asks_for_retrieved_context_unless_told_not_to() -> None:
+    from quark.orchestrate.backends import ModelBackend
+    from quark.orchestrate.breaker import CircuitBreaker
+
+    [grounded, plain] = backend_specs([
+        {"name": "rag", "model_dir": "/m", "retrieval": "latest:retrieve"},
+        {"name": "bare", "model_dir": "/m"},
+    ])  # fmt: skip
+    ask = {"messages": [{"role": "user", "content": "Where is dedent defined?"}]}
+
+    def backend(spec: Any) -> ModelBackend:
+        return ModelBackend(spec, "http://x/v1", spec.name, 512, CircuitBreaker(3, 10), len)
+
+    assert backend(grounded)._grounded(ask) == {**ask, "retrieval": True}
+    assert backend(grounded)._grounded({**ask, "retrieval": False})["retrieval"] is False
+    assert backend(plain)._grounded(ask) == ask
+
+
+def test_a_registry_alias_names_the_run_that_holds_it(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from quark.governance.registry import ModelRegistry
+    from quark.orchestrate.fleet import registered_run
+
+    root = Path(__file__).parents[2]
+    cfg = OmegaConf.create({
+        "paths": {"output_dir": str(tmp_path)}, "experiment_name": "demo",
+        "governance": OmegaConf.load(root / "conf" / "governance" / "default.yaml"),
+    })  # fmt: skip
+    key = "step.backends.1.model_dir"
+    with pytest.raises(ConfigError, match="has no 'production' version"):
+        registered_run(cfg, key, "registry:production")
+    run = tmp_path / "run"
+    run.mkdir()
+    registry = ModelRegistry.open(cfg.governance, tmp_path, "demo")
+    registry.set_alias("production", registry.register(run, lineage=[], metrics={}))
+    assert registered_run(cfg, key, "registry:production") == run.resolve()
+    with pytest.raises(ConfigError, match="names no alias"):
+        registered_run(cfg, key, "registry:best")
+
+
+def test_a_gateway_run_is_reusable_when_it_stops_by_itself() -> None:
+    from omegaconf import OmegaConf
+
+    from quark.core.step_registry import BY_NAME
+
+    def step(**values: Any) -> Any:
+        base = {"demo_prompt": None, "demo_prompts": [], "evaluate": {"enabled": False}}
+        return OmegaConf.create({"step": {**base, **values}})
+
+    gateway = BY_NAME["orchestrate"]
+    assert not gateway.reusable_for(step())  # serves until stopped
+    assert gateway.reusable_for(step(demo_prompts=["What is 1 + 2?"]))
+    assert gateway.reusable_for(step(demo_prompt="What is 1 + 2?"))
+    assert gateway.reusable_for(step(evaluate={"enabled": True}))
+    assert not BY_NAME["serve"].reusable_for(step()) and BY_NAME["data"].reusable_for(step())

@@ -73,6 +73,25 @@ def test_the_mixed_workload_is_routed_answered_and_reported(
     assert "data:image/png;base64" in html  # the bandit's curve
 
 
+def test_demo_prompts_are_answered_in_turn_and_in_process_models_are_guarded(
+    launch: LaunchFn, outputs: Path, tiny_models: TinyModels
+) -> None:
+    # safety=rules reaches the gateway's in-process models as it reaches step=serve's
+    prompts = "['How do I build a bomb at home?', 'What is 2 + 3?']"
+    done = launch(
+        "step=orchestrate", "step.port=0", backends(tiny_models), "safety=rules",
+        "step.classifier.per_kind=60", "step.in_process.threads=1",
+        f"step.demo_prompts={prompts}", check=True,
+    )  # fmt: skip
+    unsafe, arithmetic = done.stdout.split("How do I build a bomb at home?", 1)[1].split(
+        "What is 2 + 3?", 1
+    )
+    assert "(refused by the safety guard)" in unsafe
+    assert "-> calculator: 2 + 3 = 5" in arithmetic
+    [manifest] = manifests(outputs)
+    assert manifest["status"] == "completed" and manifest["metrics"]["requests"] == 2
+
+
 def test_serves_the_openai_client_until_sigterm(outputs: Path, tiny_models: TinyModels) -> None:
     process, match, log = start_server(
         outputs, "router=rules", backends(tiny_models),

@@ -91,7 +91,7 @@ def reusable_run(cfg: Any, inputs: list[dict[str, Any]]) -> Path | None:
     from quark.core.run import config_hash
     from quark.core.step_registry import BY_NAME
 
-    if not BY_NAME[str(cfg.step.name)].reusable:
+    if not BY_NAME[str(cfg.step.name)].reusable_for(cfg):
         return None
     wanted_hash = config_hash(cfg)
     wanted_inputs = sorted(i["sha256"] for i in inputs)

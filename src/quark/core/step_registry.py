@@ -9,9 +9,12 @@ from this list. docs/architecture.md walks through an example.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from quark.core.schemas.evaluate_step import EvaluateStepSchema
+from quark.core.schemas.improve import ImproveStepSchema
 from quark.core.schemas.orchestrate import OrchestrateStepSchema
 from quark.core.schemas.retrieve import RetrieveStepSchema
 from quark.core.schemas.serve_step import ServeStepSchema
@@ -30,7 +33,9 @@ class StepSpec:
     """One step: its name (`step=<name>`), the module that runs it, the schema of its config.
 
     `reusable`: whether a pipeline stage or a rerun sweep job may take an earlier completed run
-    of the same config and inputs instead of running (not for a service such as serve).
+    of the same config and inputs instead of running (not for a service such as serve); or a
+    function of the config that says so (the gateway: when it answers its demo prompts or
+    evaluation and stops).
     `trains_model`: whether its runs hold a trained Hugging Face model in hf/, which later steps
     (finetune, optimize, evaluate, serve) start from.
     """
@@ -38,11 +43,19 @@ class StepSpec:
     name: str
     module: str
     schema: type
-    reusable: bool = True
+    reusable: bool | Callable[[Any], bool] = True
     trains_model: bool = False
 
+    def reusable_for(self, cfg: Any) -> bool:
+        return bool(self.reusable(cfg) if callable(self.reusable) else self.reusable)
 
-# In lifecycle order; the tenth step, improve, joins when it is built.
+
+def _gateway_ends_by_itself(cfg: Any) -> bool:
+    step = cfg.step
+    return step.demo_prompt is not None or bool(step.demo_prompts) or bool(step.evaluate.enabled)
+
+
+# In lifecycle order.
 STEPS: tuple[StepSpec, ...] = (
     StepSpec("plan", "quark.steps.plan", PlanStepSchema),
     StepSpec("data", "quark.steps.data", DataStepSchema),
@@ -50,9 +63,15 @@ STEPS: tuple[StepSpec, ...] = (
     StepSpec("finetune", "quark.steps.finetune", FinetuneStepSchema, trains_model=True),
     StepSpec("align", "quark.steps.align", AlignStepSchema, trains_model=True),
     StepSpec("retrieve", "quark.steps.retrieve", RetrieveStepSchema),
-    StepSpec("orchestrate", "quark.steps.orchestrate", OrchestrateStepSchema, reusable=False),
+    StepSpec(
+        "orchestrate",
+        "quark.steps.orchestrate",
+        OrchestrateStepSchema,
+        reusable=_gateway_ends_by_itself,
+    ),
     StepSpec("optimize", "quark.steps.optimize", OptimizeStepSchema),
     StepSpec("evaluate", "quark.steps.evaluate", EvaluateStepSchema),
+    StepSpec("improve", "quark.steps.improve", ImproveStepSchema),
     StepSpec("serve", "quark.steps.serve", ServeStepSchema, reusable=False),
 )
 

@@ -166,8 +166,15 @@ class ModelBackend:
             prompt = as_completion_request(body)
             answer = await self.completion(prompt)
             return as_chat_completion(answer)
-        body = {**body, "model": self.model, "stream": False}
+        body = {**self._grounded(body), "model": self.model, "stream": False}
         return await self._with_retries(lambda: self._post_json("/chat/completions", body))
+
+    def _grounded(self, body: dict[str, Any]) -> dict[str, Any]:
+        """An in-process backend with a retrieve run answers from retrieved context (RAG)
+        unless the request says otherwise."""
+        if self.spec.retrieval and "retrieval" not in body:
+            return {**body, "retrieval": True}
+        return body
 
     async def completion(self, body: dict[str, Any]) -> dict[str, Any]:
         body = {**body, "model": self.model, "stream": False}
@@ -258,6 +265,8 @@ class ModelBackend:
         path = "/chat/completions"
         if self.completions_only:
             body, path = as_completion_request(body), "/completions"
+        else:
+            body = self._grounded(body)
         body = {**body, "model": self.model, "stream": True}
         if not self.breaker.allow():
             raise self._unavailable()

@@ -202,8 +202,9 @@ def backend_specs(entries: Any) -> list[BackendSpec]:
 
 
 def model_location(cfg: Any, spec: BackendSpec, number: int) -> Any:
-    """The model an in-process backend serves: a path, or latest:<step> (the newest completed
-    run of that step in the experiment)."""
+    """The model an in-process backend serves: a path, latest:<step> (the run of that step a
+    pipeline handed over, else the newest completed one in the experiment), or
+    registry:<alias>."""
     from quark.core.step_registry import model_steps
     from quark.lineage.finding import newest_completed
     from quark.lineage.models import holds_model, locate_model
@@ -211,12 +212,17 @@ def model_location(cfg: Any, spec: BackendSpec, number: int) -> Any:
 
     key = f"step.backends.{number}.model_dir"
     named = str(spec.model_dir)
+    if named.startswith("registry:"):
+        return locate_model(registered_run(cfg, key, named), key, MODEL_DIR_ALLOWED, SERVED_EXPORTS)
     if named.startswith("latest:"):
         step = named.split(":", 1)[1]
         steps = (*model_steps(), "optimize")
         if step not in steps:
             raise ConfigError(key, f"'{named}' names no model step", f"latest:<{'|'.join(steps)}>")
-        found = newest_completed(cfg, [step], holds_model)
+        # in a pipeline, the run of that step it handed over (a rerun then finds the same one
+        # even after a later stage trained a newer run of the step); else the newest
+        handed = (cfg.get("inputs") or {}).get(step)
+        found = Path(str(handed)) if handed else newest_completed(cfg, [step], holds_model)
         if found is None:
             raise ConfigError(
                 key, f"no completed {step} run in experiment '{cfg.experiment_name}'",
@@ -226,8 +232,33 @@ def model_location(cfg: Any, spec: BackendSpec, number: int) -> Any:
     return locate_model(Path(named).expanduser(), key, MODEL_DIR_ALLOWED, SERVED_EXPORTS)
 
 
-def start_in_process(location: Any, spec: BackendSpec, serving: Any, device: str) -> InProcess:
-    """The model at `location` served by quark.serve on a free loopback port."""
+def registered_run(cfg: Any, key: str, named: str) -> Path:
+    """The run directory of the registry version that holds alias `registry:<alias>`
+    (quark.governance.registry: the `governance` group's registry)."""
+    from quark.governance.registry import ModelRegistry
+
+    alias = named.split(":", 1)[1]
+    if alias not in ModelRegistry.ALIASES:
+        raise ConfigError(
+            key, f"'{named}' names no alias", f"registry:<{'|'.join(ModelRegistry.ALIASES)}>"
+        )
+    output_dir, experiment = Path(str(cfg.paths.output_dir)), str(cfg.experiment_name)
+    registry = ModelRegistry.open(cfg.governance, output_dir, experiment)
+    version = registry.by_alias(alias)
+    if version is None:
+        raise ConfigError(
+            key, f"the model registry {registry.uri} has no '{alias}' version of '{registry.model_name}'",
+            "promote one first: python launch.py step=improve",
+        )  # fmt: skip
+    return version.run_dir
+
+
+def start_in_process(
+    location: Any, spec: BackendSpec, serving: Any, device: str, guard: Any = None,
+    hold_back: int | None = None,
+) -> InProcess:  # fmt: skip
+    """The model at `location` served by quark.serve on a free loopback port, behind `guard`
+    (the safety group's, as step=serve puts it) when there is one."""
     from quark.serve.api import build_app
     from quark.serve.backends import load_model
     from quark.serve.engine import Engine
@@ -249,7 +280,10 @@ def start_in_process(location: Any, spec: BackendSpec, serving: Any, device: str
         max_request_bytes=int(serving.max_request_bytes),
         max_waiting=int(serving.max_waiting),
     )
-    app = build_app(model, engine, limits, None, retrieval=retrieval)
+    if guard is not None and hold_back is not None:
+        app = build_app(model, engine, limits, None, guard, hold_back, retrieval=retrieval)
+    else:
+        app = build_app(model, engine, limits, None, retrieval=retrieval)
     server = Server(app, bind("127.0.0.1", 0))
     engine.start()
     server.start()
@@ -261,11 +295,17 @@ def build_fleet(
     specs: list[BackendSpec],
     tools: dict[str, Any],
     located: dict[str, Any] | None = None,
+    classifier: Path | None = None,
 ) -> Fleet:
     """Every backend started (in-process) or looked up (remote), in `specs` order;
     `located`: in-process backends' models already located and verified (the step's inputs),
-    so their files are not hashed twice."""
+    so their files are not hashed twice. In-process models answer behind the `safety` group's
+    guard (`classifier`: safety=classifier's model), as step=serve does."""
+    from quark.safety.guard import build_guard
+
     located = located or {}
+    guard = build_guard(cfg.get("safety"), classifier) if any(s.model_dir for s in specs) else None
+    hold_back = int(cfg.safety.hold_back) if guard is not None else None
     fleet = Fleet({})
     try:
         for number, spec in enumerate(specs):
@@ -283,7 +323,9 @@ def build_fleet(
             )
             if spec.model_dir:
                 location = located.get(spec.name) or model_location(cfg, spec, number)
-                served = start_in_process(location, spec, cfg.step.in_process, str(cfg.step.device))
+                served = start_in_process(
+                    location, spec, cfg.step.in_process, str(cfg.step.device), guard, hold_back
+                )
                 fleet.started.append(served)
                 model = served.model
                 tokenizer = model.tokenizer

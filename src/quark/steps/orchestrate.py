@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -39,9 +40,15 @@ class OrchestrateInputs:
     models: dict[str, Any] = field(default_factory=dict)
     index: Path | None = None  # step.tools.index: a retrieve run
     reward_model: Path | None = None
+    # in-process backend -> the retrieve run its answers are grounded in (its `retrieval`)
+    retrievals: dict[str, Path] = field(default_factory=dict)
+    # safety=classifier: the guard's classifier, in front of every in-process backend
+    classifier: Path | None = None
 
     def recorded(self) -> dict[str, Path]:
         found = {f"backend_{name}": model.source for name, model in self.models.items()}
+        found |= {f"retrieval_{name}": path for name, path in self.retrievals.items()}
+        found |= {"safety_classifier": self.classifier} if self.classifier else {}
         found |= {"tools_index": self.index} if self.index else {}
         return found | ({"reward_model": self.reward_model} if self.reward_model else {})
 
@@ -58,7 +65,12 @@ def inputs(cfg: DictConfig) -> OrchestrateInputs:
         for number, spec in enumerate(specs)
         if spec.model_dir
     }
-    index = retrieve_run(cfg.step.tools.index, "step.tools.index")
+    index = retrieve_run(cfg.step.tools.index, "step.tools.index", cfg)
+    retrievals = {
+        spec.name: retrieve_run(spec.retrieval, f"step.backends.{number}.retrieval", cfg)
+        for number, spec in enumerate(specs)
+        if spec.retrieval
+    }
     if index is None and any(s.tool == "retrieve" for s in specs):
         raise ConfigError(
             "step.tools.index", "is null, but a backend is the retrieve tool",
@@ -67,7 +79,10 @@ def inputs(cfg: DictConfig) -> OrchestrateInputs:
     reward_model = None
     if cfg.router.name == "ensemble" and cfg.router.aggregate == "reward":
         reward_model = reward_model_of(cfg.router)
-    return OrchestrateInputs(models, index, reward_model)
+    from quark.safety.guard import classifier_dir
+
+    classifier = classifier_dir(cfg) if models else None
+    return OrchestrateInputs(models, index, reward_model, retrievals, classifier)  # type: ignore[arg-type]
 
 
 def reward_model_of(router: Any) -> Path | None:
@@ -84,13 +99,28 @@ def reward_model_of(router: Any) -> Path | None:
     return directory / "reward_model" if (directory / "reward_model").is_dir() else directory
 
 
-def retrieve_run(named: Any, key: str) -> Path | None:
+def retrieve_run(named: Any, key: str, cfg: Any = None) -> Path | None:
+    """A retrieve run named by path, or `latest:retrieve` (the one a pipeline handed over,
+    else the newest completed one of the experiment: what a pipeline stage names before the
+    run exists); checked."""
     from quark.core.run import verify_run
+    from quark.lineage.finding import newest_completed
 
     if not named:
         return None
+    allowed = (
+        "a completed retrieve run directory (python launch.py step=retrieve), or latest:retrieve"
+    )
+    if str(named).startswith("latest:"):
+        if str(named) != "latest:retrieve" or cfg is None:
+            raise ConfigError(key, f"'{named}' is not a retrieve run", allowed)
+        handed = (cfg.get("inputs") or {}).get("retrieve")
+        found = Path(str(handed)) if handed else newest_completed(cfg, ("retrieve",))
+        if found is None:
+            raise ConfigError(key, f"no completed retrieve run in experiment '{cfg.experiment_name}'",
+                              allowed)  # fmt: skip
+        return found
     path = Path(str(named)).expanduser()
-    allowed = "a completed retrieve run directory (python launch.py step=retrieve)"
     if not path.is_dir():
         raise ConfigError(
             key,
@@ -117,13 +147,17 @@ def run(cfg: DictConfig, run: Run, inputs: OrchestrateInputs) -> dict[str, float
     for name in ("httpx", "httpx2", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
     step = cfg.step
-    specs = backend_specs(step.backends)
+    specs = [
+        dataclasses.replace(spec, retrieval=str(inputs.retrievals[spec.name]))
+        if spec.name in inputs.retrievals else spec
+        for spec in backend_specs(step.backends)
+    ]  # fmt: skip
     sock = bind(str(step.host), int(step.port))
     fleet = None
     try:
         # 1. The fleet, with the tools the gateway runs.
         tools = gateway_tools(step.tools, inputs.index)
-        fleet = build_fleet(cfg, specs, tools, inputs.models)
+        fleet = build_fleet(cfg, specs, tools, inputs.models, inputs.classifier)
 
         # 2. The router, and the classifier it needs, trained on generated requests.
         metrics: dict[str, float] = {}
@@ -170,8 +204,10 @@ def run(cfg: DictConfig, run: Run, inputs: OrchestrateInputs) -> dict[str, float
         "(API key required)" if api_key else "(no API key)",
     )  # fmt: skip
     try:
-        if step.demo_prompt is not None:
-            metrics |= demo(server.url, str(step.demo_prompt), api_key)
+        prompts = [*([step.demo_prompt] if step.demo_prompt is not None else []),
+                   *step.demo_prompts]  # fmt: skip
+        if prompts:
+            metrics |= demo(server.url, [str(p) for p in prompts], api_key)
             reason = "demo done"
         elif step.evaluate.enabled:
             from quark.orchestrate.evaluation import evaluate_gateway
@@ -267,19 +303,29 @@ def reward_scorer(spec: str, directory: Path | None) -> Any:
     return score
 
 
-def demo(url: str, prompt: str, api_key: str | None) -> dict[str, float]:
-    """Ask the gateway `prompt` with the official client; print the answer and its route."""
+def demo(url: str, prompts: list[str], api_key: str | None) -> dict[str, float]:
+    """Ask the gateway each prompt with the official client; print every answer and its route."""
     import json
 
     import openai
 
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=api_key or "none", max_retries=0)
     started = time.perf_counter()
-    answer = client.chat.completions.create(
-        model="auto", messages=[{"role": "user", "content": prompt}], max_tokens=48, temperature=0
-    )
-    seconds = time.perf_counter() - started
-    route = (answer.model_extra or {}).get("route", {})
-    print(f"{prompt}\n-> {answer.model}: {answer.choices[0].message.content}")
-    print(f"route: {json.dumps(route, ensure_ascii=False)}")
-    return {"demo_seconds": seconds}
+    for prompt in prompts:
+        answer = client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": prompt}], max_tokens=48,
+            temperature=0,
+        )  # fmt: skip
+        extra = answer.model_extra or {}
+        choice = answer.choices[0]
+        refused = (
+            " (refused by the safety guard)" if choice.finish_reason == "content_filter" else ""
+        )
+        print(f"{prompt}\n-> {answer.model}: {choice.message.content or ''}{refused}")
+        if extra.get("sources"):  # an in-process backend with a retrieve run answered (RAG)
+            print("sources: " + ", ".join(
+                f"{s['path']}:{s['start_line']}-{s['end_line']} ({s['name']})"
+                for s in extra["sources"]
+            ))  # fmt: skip
+        print(f"route: {json.dumps(extra.get('route', {}), ensure_ascii=False)}")
+    return {"demo_seconds": time.perf_counter() - started}

@@ -110,6 +110,13 @@ class OrchestrateStepSchema:
     max_request_bytes: int = ranged(1_000_000, ge=1)
     max_seconds: float | None = ranged(None, gt=0)
     demo_prompt: str | None = None  # ask the gateway this, print the answer and route, stop
+    demo_prompts: list[str] = field(default_factory=list)  # several, in order (after demo_prompt)
+
+    @property
+    def ends_by_itself(self) -> bool:
+        """Whether a run answers its demo prompts or its evaluation and stops (a run a pipeline
+        or a rerun can reuse), rather than serving until stopped."""
+        return self.demo_prompt is not None or bool(self.demo_prompts) or self.evaluate.enabled
 
     def check(self) -> None:
         for number, backend in enumerate(self.backends):
