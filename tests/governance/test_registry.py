@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from quark.core.errors import ConfigError
 from quark.governance.registry import DATABASE, ModelRegistry, production_run, registry_dir
 
 from ..conftest import CONF
@@ -141,3 +142,9 @@ def test_the_model_name_and_uri_can_be_named(tmp_path: Path, empty_database: Pat
     registry.register(run_dir(tmp_path, "a"), lineage=[], metrics={})
     assert "arith" in [m.name for m in registry.client.search_registered_models()]
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_tracking_server_uri_is_refused_with_the_key(tmp_path: Path) -> None:
+    # a server refuses versions whose source is a local path (Quark's run directories)
+    with pytest.raises(ConfigError, match=r"governance\.registry\.uri: 'http://mlflow:5000'"):
+        ModelRegistry.open(governance(**{"registry.uri": "http://mlflow:5000"}), tmp_path, "demo")

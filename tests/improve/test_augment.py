@@ -131,17 +131,18 @@ def test_unseen_questions_are_distinct_and_exactly_of_the_kind() -> None:
 
 def test_the_next_goal_is_the_weakest_kind_measured_with_a_budget_from_its_gap() -> None:
     goal = next_goal(
-        {"a": 0.9, "b": 0.4, "c": 0.0}, {"a": 20, "b": 10, "c": 1},
+        {"a": 0.9, "b": 0.4, "c": 0.0}, {"a": 20, "b": 10, "c": 1}, steps_used=100,
         base_steps=100, max_steps=1000, base_new=50, promoted=True,
     )  # fmt: skip
     assert goal.kind == "b"  # c was asked once: not measured
     assert goal.accuracy == 0.4 and goal.aim == 0.7
     assert goal.steps == 160 and goal.max_new == 80
-    refused = next_goal(
-        {"b": 0.4}, {"b": 10}, base_steps=100, max_steps=250, base_new=50, promoted=False,
-        previous=goal,
-    )  # fmt: skip
-    assert refused.steps == 250  # twice the last budget, capped
-    assert (
-        next_goal({}, {}, base_steps=100, max_steps=1000, base_new=50, promoted=True).kind is None
-    )
+    # a refused candidate: twice the steps it was trained for, capped
+    refused = next_goal({"b": 0.4}, {"b": 10}, steps_used=160, base_steps=100, max_steps=250,
+                        base_new=50, promoted=False)  # fmt: skip
+    assert refused.steps == 250 and "refused" in refused.why
+    assert next_goal({"b": 0.4}, {"b": 10}, steps_used=100, base_steps=100, max_steps=1000,
+                     base_new=50, promoted=False).steps == 200  # fmt: skip
+    nothing = next_goal({}, {}, steps_used=100, base_steps=100, max_steps=1000, base_new=50,
+                        promoted=True)  # fmt: skip
+    assert nothing.kind is None and nothing.steps == 100

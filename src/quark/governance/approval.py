@@ -67,16 +67,17 @@ def check_approval(
     """Whether governance.approval (`approval`) is satisfied for the candidate: by the approver
     named in its token variable, else by its signed file. Never raises: each refusal says why."""
     environ = os.environ if environ is None else environ
-    variable = str(approval.token_variable)
-    named = environ.get(variable, "").strip()
+    variable = str(approval.token_variable) if approval.token_variable else None
+    named = environ.get(variable, "").strip() if variable else ""
     if named:
         return Approval(True, named, f"approved by {named} ({variable})")
     if not approval.file:
+        by_token = f"set {variable}=<your name>, or " if variable else ""
         return Approval(
             False,
             None,
-            f"not approved: set {variable}=<your name>, or governance.approval.file to a "
-            "signed approval (quark audit approve)",
+            f"not approved: {by_token}set governance.approval.file to a signed approval "
+            "(quark audit approve)",
         )
     return _check_file(Path(str(approval.file)).expanduser(), candidate_digest, environ)
 

@@ -49,6 +49,10 @@ class RegisteredVersion:
         return f"version {self.version} ({self.run_dir})"
 
 
+# what governance.registry.uri may be: a database MLflow's SQLAlchemy store opens
+DATABASE_SCHEMES = ("sqlite:", "postgresql", "mysql", "mssql")
+
+
 def registry_dir(output_dir: Path, experiment: str) -> Path:
     return Path(output_dir).resolve() / experiment / REGISTRY_DIR
 
@@ -90,6 +94,14 @@ class ModelRegistry:
         """
         uri = registry_uri(governance, output_dir, experiment)
         name = str(governance.registry.model_name or experiment)
+        if not uri.startswith(DATABASE_SCHEMES):
+            # an MLflow tracking server refuses a version whose source is a local path unless
+            # an MLflow run holds it; Quark's versions point at run directories
+            raise ConfigError(
+                "governance.registry.uri", f"'{uri}' is not a database URI",
+                f"a database MLflow's registry stores to ({', '.join(DATABASE_SCHEMES)}...), "
+                "or null for the experiment's SQLite file; a tracking server is not supported yet",
+            )  # fmt: skip
         if uri.startswith(SQLITE):
             Path(uri.removeprefix(SQLITE)).parent.mkdir(parents=True, exist_ok=True)
         client = _client(uri)
@@ -102,7 +114,7 @@ class ModelRegistry:
                 raise ConfigError(
                     "governance.registry.uri",
                     f"the registry at {uri} refused model '{name}' ({_first_line(exc)})",
-                    "an MLflow registry URI (sqlite:///path.db, http://host:5000), or null",
+                    "a database URI (sqlite:///path.db, postgresql://host/db), or null",
                 ) from None
         return cls(client, uri, name)
 
@@ -175,6 +187,13 @@ class ModelRegistry:
         if self._aliases().get("candidate") == candidate.version:
             self.client.delete_registered_model_alias(self.model_name, "candidate")
         return self.by_alias("archived") if current is not None else None
+
+    def attach_card(self, version: RegisteredVersion, card: Path) -> None:
+        """Record `card` (the version's model card, written once its evaluation and decision
+        are known) in the version's `card` tag."""
+        self.client.set_model_version_tag(
+            self.model_name, str(version.version), CARD_TAG, str(Path(card).resolve())
+        )
 
     def versions(self) -> list[RegisteredVersion]:
         """Every version, oldest first."""

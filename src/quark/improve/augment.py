@@ -56,18 +56,20 @@ def read_split(directory: Path, split: str) -> list[dict[str, Any]]:
 
 def augment_pairs(
     pairs_dir: Path, failures: Failures, out_dir: Path, *, per_failure: int, max_new: int,
-    seed: int, focus: str | None = None,
+    seed: int, focus: str | None = None, held_out: tuple[str, ...] = (),
 ) -> Augmentation:  # fmt: skip
     """Write out_dir/{train,val,test}.jsonl: the task set of `pairs_dir` with, in train, up to
     `per_failure` new examples per wrong answer of its kind (at most `max_new` in all; twice
-    the share for the `focus` kind, the goal a previous cycle set)."""
-    splits = {split: read_split(pairs_dir, split) for split in SPLITS}
+    the share for the `focus` kind, the goal a previous cycle set). No new question repeats one
+    of train, val, test or the `held_out` splits."""
+    splits = {split: read_split(pairs_dir, split) for split in dict.fromkeys((*SPLITS, *held_out))}
     augmentation = Augmentation(original=len(splits["train"]))
     wanted = Counter(w.kind for w in failures.wrong if w.kind != OTHER)
     if focus is not None and focus in wanted:
         wanted[focus] *= 2
     asked = {kind: count * per_failure for kind, count in wanted.items()}
-    scale = min(1.0, max_new / sum(asked.values())) if asked else 0.0
+    total = sum(asked.values())
+    scale = min(1.0, max_new / total) if total else 0.0
     known = {str(r["prompt"]) for records in splits.values() for r in records}
     rng = random.Random(seed)
     train_by_kind: dict[str, list[dict[str, Any]]] = {}
@@ -95,7 +97,7 @@ def augment_pairs(
     out_dir.mkdir(parents=True, exist_ok=True)
     train = splits["train"] + new
     rng.shuffle(train)
-    for split, records in (("train", train), ("val", splits["val"]), ("test", splits["test"])):
+    for split, records in {**splits, "train": train}.items():
         if records:
             with open(out_dir / f"{split}.jsonl", "w") as out:
                 out.writelines(json.dumps(r) + "\n" for r in records)

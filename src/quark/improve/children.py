@@ -25,46 +25,46 @@ class ChildRun:
 
 
 def shared_overrides(cfg: DictConfig) -> list[str]:
-    """What every child takes from the improve run: where runs go, the experiment, the seed,
-    the safety group, and the launch's choice of trainer, logger and peft (one override on the
-    command line reaches the candidate's training as it reaches any training step)."""
-    shared = [
+    """What every child takes from the improve run's config on the command line: where runs
+    go, the experiment, the seed."""
+    return [
         f"paths.output_dir={cfg.paths.output_dir}",
         f"experiment_name={cfg.experiment_name}",
         f"seed={cfg.seed}",
-        f"safety={cfg.safety.name}",
     ]
-    return shared + [f"{group}={option}" for group, option in launch_choices(CHOSEN_GROUPS).items()]
 
 
-# groups without a name key of their own, whose choice the launch's Hydra config knows
-CHOSEN_GROUPS = ("trainer", "logger", "peft")
-
-
-def launch_choices(groups: tuple[str, ...]) -> dict[str, str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {}
-    choices = HydraConfig.get().runtime.choices
-    return {group: str(choices[group]) for group in groups if choices.get(group)}
+# Groups a child takes whole from the improve run (the options and every key under them, as
+# this run resolved them): one override on the command line reaches the candidate's training
+# and both evaluations as it reaches any step.
+SHARED_GROUPS = ("safety", "trainer", "logger", "peft")
 
 
 def run_child(cfg: DictConfig, step: str, overrides: list[str]) -> ChildRun:
-    """Compose `step` with the shared and the given overrides, validate it, and run it in a new
-    run directory of its step (or reuse a completed run of the same config and inputs)."""
+    """Compose `step` with the shared and the given overrides and this run's shared groups,
+    validate it, and run it in a new run directory of its step (or reuse a completed run of
+    the same config and inputs)."""
+    from hydra import compose
+    from omegaconf import OmegaConf, open_dict
+
     from quark.core.runs import reusable_run
+    from quark.core.schemas import validate
     from quark.launch import resolve_inputs, run_step
-    from quark.pipeline import (
-        compose_stage,
-        config_name_of_launch,
-        find_runs_metrics,
-        write_hydra_files,
-    )
+    from quark.pipeline import config_name_of_launch, find_runs_metrics, write_hydra_files
     from quark.resolvers import unique_run_dir
 
     everything = [*shared_overrides(cfg), *overrides, f"step={step}"]
-    child_cfg = compose_stage(config_name_of_launch(), everything, {})
+    child_cfg = compose(config_name=config_name_of_launch(), overrides=everything)
+    with open_dict(child_cfg):
+        child_cfg.pop("pipeline", None)
+        child_cfg.inputs = {}
+        for group in SHARED_GROUPS:
+            if not any(o.lstrip("+~").startswith((f"{group}=", f"{group}.")) for o in overrides):
+                # (a group the child's own overrides name is theirs: step.retrain.overrides)
+                child_cfg[group] = OmegaConf.create(
+                    OmegaConf.to_container(cfg[group], resolve=True)
+                )
+    validate(child_cfg)
     resolved = resolve_inputs(child_cfg)
     earlier = reusable_run(child_cfg, resolved[1])
     if earlier is not None:

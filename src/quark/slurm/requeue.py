@@ -129,6 +129,16 @@ class SlurmRequeue(L.Callback):
 
     def _checkpoint_and_requeue(self, trainer: L.Trainer, signum: signal.Signals) -> None:
         step = trainer.global_step
+        # This step's row of the metrics log is logged by Lightning's loop after
+        # on_train_batch_end, where we are, and the loop never gets there: log it now (what
+        # the loop would do next) and write every logger's rows to disk before the checkpoint,
+        # or the resumed run's log lacks the row of the step before it (CI saw row 19 missing
+        # after a requeue at step 20). Private API of Lightning's loop, used as the loop does.
+        connector = trainer._logger_connector
+        connector.on_batch_end()
+        connector.update_train_step_metrics()
+        for logger in trainer.loggers:
+            logger.save()
         checkpoint = self.run.dir / "checkpoints" / f"step_{step:06d}.ckpt"
         trainer.save_checkpoint(str(checkpoint))  # all ranks: sharded strategies save together
         job = os.environ.get("SLURM_JOB_ID")

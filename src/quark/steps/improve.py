@@ -26,6 +26,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from omegaconf import DictConfig
@@ -68,11 +69,23 @@ def inputs(cfg: DictConfig) -> ImproveInputs:
     high-loss windows, its pretraining data and a retrieve run. The registry's production is not
     an input: a pipeline rerun with nothing changed reuses this run even after it promoted."""
     from quark.governance.registry import production_run
-    from quark.lineage.finding import find_run, holds_shards, missing, newest_completed
+    from quark.lineage.finding import (
+        find_run,
+        holds_shards,
+        missing,
+        nearest_ancestor,
+        newest_completed,
+    )
     from quark.lineage.models import has_chat_template, locate_model
     from quark.steps.finetune import holds_pairs
 
     step = cfg.step
+    if str(cfg.trainer.devices) != "1" or str(cfg.trainer.num_nodes) != "1":
+        raise ConfigError(
+            "trainer.devices", f"{cfg.trainer.devices} devices on {cfg.trainer.num_nodes} "
+            "node(s): improve trains its candidate inside this process, which other ranks "
+            "cannot join", "one device on one node (trainer=cpu or trainer=gpu)",
+        )  # fmt: skip
     source = find_run(cfg, MODEL_STEPS, key="step.model_dir", allowed=MODEL_ALLOWED)
     if source is None or (not step.model_dir and not _handed(cfg)):
         output_dir = Path(str(cfg.paths.output_dir))
@@ -92,8 +105,13 @@ def inputs(cfg: DictConfig) -> ImproveInputs:
     def holds_task_set(path: Path) -> bool:
         return holds_pairs(path) and (path / f"{split}.jsonl").is_file()
 
+    def task_set_run(path: Path) -> bool:
+        # a data run: not an earlier cycle's augment/ directory (its train split holds that
+        # cycle's additions, which a later cycle would add to again)
+        return holds_task_set(path) and _step_of(path) == "data"
+
     pairs = find_run(
-        cfg, ("data",), key="step.pairs_dir", holds=holds_task_set, ancestor_of=model.source,
+        cfg, ("data",), key="step.pairs_dir", holds=task_set_run, ancestor_of=model.source,
         handed_steps=(), allowed=PAIRS_ALLOWED,
     )  # fmt: skip
     if pairs is None:
@@ -105,8 +123,10 @@ def inputs(cfg: DictConfig) -> ImproveInputs:
         )  # fmt: skip
     corpus = retrieval = None
     if int(step.failures.high_loss_windows) > 0:
-        corpus = find_run(cfg, ("data",), holds=holds_shards, ancestor_of=model.source,
-                          handed_steps=())  # fmt: skip
+        # the data the model was pretrained on (an ancestor: its tokenizer is the model's)
+        corpus = nearest_ancestor(
+            model.source, lambda path, found: found == "data" and holds_shards(path)
+        )
         retrieval = find_run(cfg, ("retrieve",), key="step.retrieval",
                              allowed="give a retrieve run directory")  # fmt: skip
         if retrieval is None:
@@ -117,6 +137,12 @@ def inputs(cfg: DictConfig) -> ImproveInputs:
                 "give a retrieve run directory (python launch.py step=retrieve)",
             )  # fmt: skip
     return ImproveInputs(model, pairs, corpus, retrieval)
+
+
+def _step_of(path: Path) -> str | None:
+    from quark.core.run import MANIFEST, read_manifest
+
+    return read_manifest(path).get("step") if (path / MANIFEST).is_file() else None
 
 
 def _handed(cfg: DictConfig) -> bool:
@@ -135,16 +161,14 @@ def run(cfg: DictConfig, run: Run, inputs: ImproveInputs) -> dict[str, float]:
     audit = AuditLog(audit_log_path(cfg.governance, output_dir, experiment))
     log.info("improve: registry %s (model '%s'), audit log %s",
              registry.uri, registry.model_name, audit.path)  # fmt: skip
+    gate = Gate(cfg, run, inputs, registry, audit)
+    if step.regate:
+        return gate.regate()
 
-    # 0. The incumbent: the registry's production, or the starting model as its first version.
+    # 0. The starting model, registered; with no production yet, it is gated on its own first.
     start = inputs.model.source
-    production = registry.by_alias("production")
-    if production is None:
-        production = _register(registry, start, inputs)
-        registry.set_alias("production", production)
-        audit.append("registration", version=production.version, run_dir=str(start),
-                     alias="production", reason="the registry had no production model")  # fmt: skip
-        log.info("improve: registered %s as version %d, production", start, production.version)
+    if registry.by_alias("production") is None:
+        gate.first_production(start)
 
     started = time.monotonic()
     cycles: list[dict[str, Any]] = []
@@ -156,31 +180,130 @@ def run(cfg: DictConfig, run: Run, inputs: ImproveInputs) -> dict[str, float]:
             log.info("improve: time budget spent (%.0f s of %.0f): no cycle %d",
                      spent, float(step.time_budget_s), number)  # fmt: skip
             break
-        cycle = _cycle(cfg, run, inputs, registry, audit, number, goal)
+        cycle = _cycle(cfg, run, inputs, gate, number, start, goal)
         cycles.append(cycle["record"])
-        goal = cycle["goal"]
-        production = registry.by_alias("production") or production
-        metrics = cycle["metrics"]
+        goal, metrics = cycle["goal"], cycle["metrics"]
         run.update(cycles=cycles)
+        if cycle["record"]["promoted"]:
+            start = Path(cycle["record"]["candidate"]["run_dir"])  # the next cycle's start
         if not cycle["failures"]:
-            log.info("improve: the production model answered every question: nothing to improve")
+            log.info("improve: the model answered every question: nothing to improve")
             break
-    _print_summary(run, cycles)
+    _print_summary(cycles)
+    production = registry.by_alias("production")
     metrics |= {"cycles": float(len(cycles)),
                 "promotions": float(sum(c["promoted"] for c in cycles)),
-                "production_version": float(production.version)}  # fmt: skip
+                "production_version": float(production.version if production else 0)}  # fmt: skip
     return metrics
 
 
+class Gate:
+    """The governance side of a cycle: evaluations of the models it compares (evaluate runs,
+    reused when they exist), the decision, the registry's aliases, model cards and the audit
+    log, in that order (the audit record is written before the registry changes, and a failed
+    promotion is recorded too)."""
+
+    def __init__(self, cfg: DictConfig, run: Run, inputs: ImproveInputs, registry: Any,
+                 audit: Any) -> None:  # fmt: skip
+        self.cfg, self.run, self.inputs = cfg, run, inputs
+        self.registry, self.audit = registry, audit
+        self.suite = _suite_overrides(cfg, inputs.pairs_dir)
+
+    def evaluate(self, run_dir: Path) -> Any:
+        from quark.improve.children import run_child
+
+        return run_child(self.cfg, "evaluate", [f"step.model_dir={run_dir}", *self.suite])
+
+    def decide(self, label: str, name: str, version: Any, evaluated: Any, production: Any) -> Any:
+        """The gate on `version` (evaluated), against production (None: there is none); its
+        model card; the audit record; the promotion on a pass."""
+        from quark.core.run import describe_input
+        from quark.governance.model_card import write_model_card
+        from quark.governance.policy import decide
+
+        reference = self.evaluate(production.run_dir) if production is not None else None
+        decision = decide(
+            self.cfg.governance, evaluated.metrics, reference.metrics if reference else None,
+            candidate_id=f"version {version.version} ({version.run_dir})",
+            incumbent_id=f"version {production.version} ({production.run_dir})" if production else None,
+            candidate_digest=describe_input(version.run_dir)["sha256"],
+        )  # fmt: skip
+        card = write_model_card(
+            self.run.path(name), version.run_dir, evaluation=evaluated.metrics,
+            safety={k: v for k, v in evaluated.metrics.items() if k.startswith("red_team")} or None,
+            decision=decision, intended_use=INTENDED_USE, limits=LIMITS,
+        )  # fmt: skip
+        self.run.add_output(name)
+        self.registry.attach_card(version, card)
+        self.audit.append(
+            "decision", run_dir=str(self.run.dir), candidate=version.version,
+            candidate_run=str(version.run_dir),
+            production=production.version if production else None, passed=decision.passed,
+            decision=decision.as_dict(), card=str(card),
+        )  # fmt: skip
+        archived = None
+        if decision.passed:
+            try:
+                archived = self.registry.promote(version)
+            except Exception as exc:
+                self.audit.append("promotion_failed", version=version.version,
+                                  error=" ".join(str(exc).split()))  # fmt: skip
+                raise
+            self.audit.append("promotion", version=version.version, run_dir=str(version.run_dir),
+                              archived=archived.version if archived else None)  # fmt: skip
+        _print_decision(decision, label)
+        return SimpleNamespace(decision=decision, card=card, archived=archived,
+                               reference=reference)  # fmt: skip
+
+    def register(self, run_dir: Path, metrics: dict[str, float] | None = None) -> Any:
+        from quark.lineage.finding import ancestors
+
+        lineage = [
+            {"path": str(path), "step": item.get("step"), "sha256": item.get("sha256")}
+            for path, item in ancestors(run_dir)
+        ]
+        return self.registry.register(run_dir, lineage=lineage, metrics=metrics or {},
+                                      description=f"a {self.inputs.pairs_dir.name} model")  # fmt: skip
+
+    def first_production(self, start: Path) -> None:
+        """No production yet: the starting model is registered and gated alone (the rules that
+        need no incumbent: required metrics, safety, approval); a pass makes it production."""
+        evaluated = self.evaluate(start)
+        version = self.register(start, evaluated.metrics)
+        log.info("improve: the registry has no production model: gating %s (version %d)",
+                 start, version.version)  # fmt: skip
+        self.decide(
+            "first production", f"model_card_v{version.version}.md", version, evaluated, None
+        )
+
+    def regate(self) -> dict[str, float]:
+        """step.regate: the registry's candidate gated again, without training (after a person
+        approved it, or the policy changed); promoted on a pass."""
+        candidate = self.registry.by_alias("candidate")
+        if candidate is None:
+            raise ConfigError(
+                "step.regate", f"the registry {self.registry.uri} has no candidate to gate again",
+                "run a cycle first: python launch.py step=improve",
+            )  # fmt: skip
+        evaluated = self.evaluate(candidate.run_dir)
+        production = self.registry.by_alias("production")
+        gated = self.decide(
+            "again", f"model_card_v{candidate.version}_regated.md", candidate, evaluated, production
+        )
+        self.run.update(
+            regated={"candidate": candidate.version, "decision": gated.decision.as_dict()}
+        )
+        primary = str(self.cfg.governance.primary_metric)
+        return {f"candidate/{primary}": evaluated.metrics.get(primary, float("nan")),
+                "promotions": float(gated.decision.passed)}  # fmt: skip
+
+
 def _cycle(
-    cfg: DictConfig, run: Run, inputs: ImproveInputs, registry: Any, audit: Any, number: int,
+    cfg: DictConfig, run: Run, inputs: ImproveInputs, gate: Gate, number: int, start: Path,
     goal: Any,
 ) -> dict[str, Any]:  # fmt: skip
     """One cycle: failures, data, candidate, evaluation, gate, promotion, goal."""
     from quark.core.files import write_json_atomic
-    from quark.core.run import describe_input
-    from quark.governance.model_card import write_model_card
-    from quark.governance.policy import decide
     from quark.improve.augment import augment_pairs, similar_documents
     from quark.improve.children import child_record, run_child
     from quark.improve.failures import Failures, high_loss_windows, read_answers, read_bypasses
@@ -188,37 +311,31 @@ def _cycle(
 
     step = cfg.step
     here = f"cycle_{number}"
-    production = registry.by_alias("production")
-    assert production is not None  # run() registered one
 
-    # 1. The production model on the suite; what it got wrong.
-    suite = _suite_overrides(cfg, inputs.pairs_dir)
-    incumbent_eval = run_child(cfg, "evaluate", [f"step.model_dir={production.run_dir}", *suite])
+    # 1. The starting model on the suite; what it got wrong.
+    start_eval = gate.evaluate(start)
     failures = Failures()
-    read_answers(incumbent_eval.run_dir, failures)
-    read_bypasses(incumbent_eval.run_dir, failures)
+    read_answers(start_eval.run_dir, failures)
+    read_bypasses(start_eval.run_dir, failures)
     if inputs.corpus is not None and int(step.failures.high_loss_windows) > 0:
-        model_dir = production.run_dir / "hf"
+        model_dir = start / "hf"
         failures.windows = high_loss_windows(
             model_dir, inputs.corpus, _seq_len(model_dir), int(step.failures.windows_scanned),
             int(step.failures.high_loss_windows),
         )  # fmt: skip
     failures.write(run.path(here, "failures.jsonl"))
+    run.add_output(f"{here}/failures.jsonl")
     log.info("improve: cycle %d: %d wrong answers of %d (%s), %d red-team bypasses, %d high-loss "
              "windows", number, len(failures.wrong), sum(failures.asked.values()),
              _by_kind(failures), len(failures.bypasses), len(failures.windows))  # fmt: skip
-    record: dict[str, Any] = {"cycle": number, "production": str(production.run_dir),
-                              "production_version": production.version,
+    record: dict[str, Any] = {"cycle": number, "start": str(start),
                               "failures": failures.summary(),
-                              "incumbent_evaluation": child_record(incumbent_eval)}  # fmt: skip
+                              "start_evaluation": child_record(start_eval)}  # fmt: skip
+    primary = str(cfg.governance.primary_metric)
     if not failures.wrong:
         record |= {"promoted": False, "skipped": "no wrong answers"}
-        return {
-            "record": record,
-            "goal": goal,
-            "metrics": incumbent_eval.metrics,
-            "failures": False,
-        }
+        found = {f"start/{primary}": start_eval.metrics.get(primary, float("nan"))}
+        return {"record": record, "goal": goal, "metrics": found, "failures": False}
 
     # 2. Data aimed at the failures.
     augmentation = augment_pairs(
@@ -226,76 +343,66 @@ def _cycle(
         per_failure=int(step.augment.per_failure),
         max_new=goal.max_new if goal is not None else int(step.augment.max_new),
         seed=int(cfg.seed) + number, focus=goal.kind if goal is not None else None,
+        held_out=(str(step.suite.split),),
     )  # fmt: skip
+    if not augmentation.total:
+        log.warning("improve: cycle %d: no example could be generated for these failures (kinds "
+                    "it does not generate): the candidate trains on the task set alone", number)  # fmt: skip
     if failures.windows and inputs.retrieval is not None:
         augmentation.documents = similar_documents(
             inputs.retrieval, failures.windows, int(step.failures.documents_per_window)
         )
     write_json_atomic(run.path(here, "augmentation.json"), augmentation.as_dict())
+    for name in ("augment", "augmentation.json"):
+        run.add_output(f"{here}/{name}")
     log.info("improve: cycle %d: %d new examples, %d repeated, on %d of the task set's %d",
              number, sum(augmentation.added.values()), sum(augmentation.repeated.values()),
              augmentation.total, augmentation.original)  # fmt: skip
 
-    # 3. The candidate, fine-tuned from production on the task set and the new data.
+    # 3. The candidate, fine-tuned from the starting model on the task set and the new data.
     steps = goal.steps if goal is not None else int(step.retrain.steps)
-    retrain = [f"step.init_from={production.run_dir}", f"step.data_dir={run.dir / here / 'augment'}",
+    retrain = [f"step.init_from={start}", f"step.data_dir={run.dir / here / 'augment'}",
                f"step.max_steps={steps}", f"step.val_every_n_steps={steps}",
                f"step.checkpoint_every_n_steps={steps}",
                *([f"step.optim.lr={step.retrain.lr}"] if step.retrain.lr else []),
                *step.retrain.overrides]  # fmt: skip
     candidate = run_child(cfg, "finetune", retrain)
 
-    # 4. The candidate on the same suite; the gate; promotion; the audit record either way.
-    candidate_eval = run_child(cfg, "evaluate", [f"step.model_dir={candidate.run_dir}", *suite])
-    version = _register(registry, candidate.run_dir, inputs, candidate_eval.metrics)
-    registry.set_alias("candidate", version)
-    decision = decide(
-        cfg.governance, candidate_eval.metrics, incumbent_eval.metrics,
-        candidate_id=f"version {version.version} ({candidate.run_dir})",
-        incumbent_id=f"version {production.version} ({production.run_dir})",
-        candidate_digest=describe_input(candidate.run_dir)["sha256"],
-    )  # fmt: skip
-    card = write_model_card(
-        run.path(here, "model_card.md"), candidate.run_dir,
-        evaluation=candidate_eval.metrics,
-        safety={k: v for k, v in candidate_eval.metrics.items() if k.startswith("red_team")} or None,
-        decision=decision, intended_use=INTENDED_USE, limits=LIMITS,
-    )  # fmt: skip
-    audit.append("decision", cycle=number, run_dir=str(run.dir), candidate=version.version,
-                 candidate_run=str(candidate.run_dir), production=production.version,
-                 passed=decision.passed, decision=decision.as_dict(), card=str(card))  # fmt: skip
-    archived = None
-    if decision.passed:
-        archived = registry.promote(version)
-        audit.append("promotion", cycle=number, version=version.version,
-                     run_dir=str(candidate.run_dir),
-                     archived=archived.version if archived else None)  # fmt: skip
-    _print_decision(decision, number)
+    # 4. The candidate on the same suite; the gate against production; promotion; the audit.
+    candidate_eval = gate.evaluate(candidate.run_dir)
+    version = gate.register(candidate.run_dir, candidate_eval.metrics)
+    gate.registry.set_alias("candidate", version)
+    production = gate.registry.by_alias("production")
+    gated = gate.decide(
+        f"cycle {number}", f"{here}/model_card.md", version, candidate_eval, production
+    )
+    decision = gated.decision
 
-    # 5. The next goal, from what production now gets wrong.
+    # 5. The next goal, from what the next cycle's starting model gets wrong.
     measured = Failures()
-    read_answers((candidate_eval if decision.passed else incumbent_eval).run_dir, measured)
+    read_answers((candidate_eval if decision.passed else start_eval).run_dir, measured)
     goal = next_goal(
-        measured.accuracy_by_kind(), dict(measured.asked), base_steps=int(step.retrain.steps),
-        max_steps=int(step.retrain.max_steps), base_new=int(step.augment.max_new),
-        promoted=decision.passed, previous=goal,
+        measured.accuracy_by_kind(), dict(measured.asked), steps_used=steps,
+        base_steps=int(step.retrain.steps), max_steps=int(step.retrain.max_steps),
+        base_new=int(step.augment.max_new), promoted=decision.passed,
     )  # fmt: skip
     write_json_atomic(run.path(here, "goal.json"), goal.as_dict())
-    for name in ("failures.jsonl", "augment", "augmentation.json", "model_card.md", "goal.json"):
-        run.add_output(f"{here}/{name}")
+    run.add_output(f"{here}/goal.json")
     record |= {
         "augmentation": {"added": sum(augmentation.added.values()),
                          "repeated": sum(augmentation.repeated.values())},
         "candidate": child_record(candidate), "candidate_version": version.version,
         "candidate_evaluation": child_record(candidate_eval),
+        "production": str(production.run_dir) if production else None,
+        "production_version": production.version if production else None,
         "decision": decision.as_dict(), "promoted": decision.passed,
-        "archived_version": archived.version if archived else None,
-        "model_card": str(card), "goal": goal.as_dict(),
+        "archived_version": gated.archived.version if gated.archived else None,
+        "model_card": str(gated.card), "goal": goal.as_dict(),
     }  # fmt: skip
-    primary = str(cfg.governance.primary_metric)
+    reference = gated.reference.metrics if gated.reference else {}
     found = {
         f"candidate/{primary}": candidate_eval.metrics.get(primary, float("nan")),
-        f"incumbent/{primary}": incumbent_eval.metrics.get(primary, float("nan")),
+        f"production/{primary}": reference.get(primary, float("nan")),
         "wrong_answers": float(len(failures.wrong)),
         "examples_added": float(augmentation.total),
     }
@@ -322,19 +429,6 @@ def _suite_overrides(cfg: DictConfig, pairs_dir: Path) -> list[str]:
             *suite.overrides]  # fmt: skip
 
 
-def _register(
-    registry: Any, run_dir: Path, inputs: ImproveInputs, metrics: dict[str, float] | None = None
-) -> Any:
-    from quark.lineage.finding import ancestors
-
-    lineage = [
-        {"path": str(path), "step": item.get("step"), "sha256": item.get("sha256")}
-        for path, item in ancestors(run_dir)
-    ]
-    return registry.register(run_dir, lineage=lineage, metrics=metrics or {},
-                             description=f"trained on {inputs.pairs_dir}")  # fmt: skip
-
-
 def _seq_len(model_dir: Path) -> int:
     import json
 
@@ -347,17 +441,17 @@ def _by_kind(failures: Any) -> str:
     return ", ".join(f"{kind}: {count}" for kind, count in list(wrong.items())[:4]) or "none"
 
 
-def _print_decision(decision: Any, number: int) -> None:
-    from rich.table import Table
+def _print_decision(decision: Any, label: str) -> None:
+    from rich.markup import escape
 
     from quark.core.console import wide_console
 
+    table = decision.table()
     verdict = "PROMOTED" if decision.passed else "REFUSED"
-    table = Table(title=f"Governance gate, cycle {number}: {verdict}", title_justify="left")
-    for column in ("rule", "measured", "threshold", "result"):
-        table.add_column(column)
-    for rule in decision.rules:
-        table.add_row(rule.rule, rule.measured, rule.threshold, "pass" if rule.passed else "FAIL")
+    against = decision.incumbent or "no production model"
+    table.title = escape(
+        f"Governance gate, {label}: {verdict} ({decision.candidate} against {against})"
+    )
     wide_console().print(table)
 
 
@@ -369,7 +463,7 @@ def _added(augmentation: dict[str, int] | None) -> str:
     )
 
 
-def _print_summary(run: Run, cycles: list[dict[str, Any]]) -> None:
+def _print_summary(cycles: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     from quark.core.console import wide_console

@@ -15,7 +15,7 @@ from quark.core.schemas.tolerance import DIRECTIONS, parse_tolerance
 @dataclass
 class RegistrySchema:
     # null: sqlite:///<paths.output_dir>/<experiment_name>/registry/mlflow.db; else any MLflow
-    # registry URI (a tracking server: http://host:5000)
+    # database URI (postgresql://host/db; a tracking server is not supported yet)
     uri: str | None = None
     # the registered model's name; null: the experiment's name
     model_name: str | None = None
@@ -37,7 +37,8 @@ class ApprovalSchema:
     # key in QUARK_APPROVAL_KEY): `quark audit approve` writes one
     file: str | None = None
     # an environment variable holding the approver's name; set, it approves the candidate
-    token_variable: str = pattern(
+    # (unauthenticated: null accepts signed files only)
+    token_variable: str | None = pattern(
         "QUARK_APPROVER", r"^[A-Za-z_][A-Za-z0-9_]*$", "an environment variable name"
     )
 
@@ -53,7 +54,7 @@ class GovernanceSchema:
     primary_metric: str = "exact_match"
     # candidate - production on primary_metric (production - candidate when lower is better);
     # negative: the candidate may be that much worse
-    min_gain: float = 0.0
+    min_gain: float = 0.01
     # metrics the candidate must have been measured on
     required_metrics: list[str] = field(default_factory=lambda: ["exact_match"])
     # metric: how much worse than production it may get, a number (absolute) or "5%"

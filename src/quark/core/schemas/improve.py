@@ -61,6 +61,9 @@ class ImproveStepSchema:
     retrieval: str | None = (
         None  # a retrieve run for the high-loss windows' documents; null: newest, if any
     )
+    # true: no training; the registry's candidate is gated again (after a person approved it,
+    # or the policy changed) and promoted on a pass
+    regate: bool = False
     max_cycles: int = ranged(1, ge=1)
     time_budget_s: float = ranged(3600.0, gt=0)  # no cycle starts once this is spent
     failures: FailuresSchema = field(default_factory=FailuresSchema)
