@@ -63,6 +63,7 @@ class SlurmRequeue(L.Callback):
         self._signal: signal.Signals | None = None
         self._previous: Any = None
         self._last_step = -1
+        self._flush_at_next_batch = False
         # Lightning's CSV logger empties logs/metrics.csv when it starts: a reopened run keeps
         # the rows its earlier attempts logged (read now, before the logger starts)
         metrics = run.dir / "logs" / "metrics.csv"
@@ -104,6 +105,24 @@ class SlurmRequeue(L.Callback):
         if stage == "fit" and self._signal is not None:
             signal.signal(self._signal, self._previous)
             self._signal = None
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._flush_at_next_batch = True
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # A checkpoint is saved in on_train_batch_end, before Lightning logs that step's row of
+        # the metrics log. A requeue without warning (SIGTERM, then SIGKILL) resumes from that
+        # checkpoint, keeping only the rows on disk: write them now, one batch after the save,
+        # or the row of the step before the checkpoint is lost (CI saw row 59 missing after a
+        # requeue at step 60). The CSV logger otherwise writes every 100 steps.
+        if self._flush_at_next_batch:
+            self._flush_at_next_batch = False
+            for logger in trainer.loggers:
+                logger.save()
 
     def _note_signal(self, signum: int, frame: Any) -> None:
         log.warning(
