@@ -206,7 +206,7 @@ def model_location(cfg: Any, spec: BackendSpec, number: int) -> Any:
     pipeline handed over, else the newest completed one in the experiment), or
     registry:<alias>."""
     from quark.core.step_registry import model_steps
-    from quark.lineage.finding import newest_completed
+    from quark.lineage.finding import find_run
     from quark.lineage.models import holds_model, locate_model
     from quark.steps.serve import MODEL_DIR_ALLOWED, SERVED_EXPORTS
 
@@ -221,8 +221,7 @@ def model_location(cfg: Any, spec: BackendSpec, number: int) -> Any:
             raise ConfigError(key, f"'{named}' names no model step", f"latest:<{'|'.join(steps)}>")
         # in a pipeline, the run of that step it handed over (a rerun then finds the same one
         # even after a later stage trained a newer run of the step); else the newest
-        handed = (cfg.get("inputs") or {}).get(step)
-        found = Path(str(handed)) if handed else newest_completed(cfg, [step], holds_model)
+        found = find_run(cfg, [step], holds=holds_model)
         if found is None:
             raise ConfigError(
                 key, f"no completed {step} run in experiment '{cfg.experiment_name}'",

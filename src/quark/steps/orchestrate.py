@@ -104,7 +104,7 @@ def retrieve_run(named: Any, key: str, cfg: Any = None) -> Path | None:
     else the newest completed one of the experiment: what a pipeline stage names before the
     run exists); checked."""
     from quark.core.run import verify_run
-    from quark.lineage.finding import newest_completed
+    from quark.lineage.finding import find_run
 
     if not named:
         return None
@@ -114,8 +114,7 @@ def retrieve_run(named: Any, key: str, cfg: Any = None) -> Path | None:
     if str(named).startswith("latest:"):
         if str(named) != "latest:retrieve" or cfg is None:
             raise ConfigError(key, f"'{named}' is not a retrieve run", allowed)
-        handed = (cfg.get("inputs") or {}).get("retrieve")
-        found = Path(str(handed)) if handed else newest_completed(cfg, ("retrieve",))
+        found = find_run(cfg, ("retrieve",))  # the handed-over run, else the newest
         if found is None:
             raise ConfigError(key, f"no completed retrieve run in experiment '{cfg.experiment_name}'",
                               allowed)  # fmt: skip
