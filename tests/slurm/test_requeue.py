@@ -80,12 +80,12 @@ def test_a_requeued_training_job_resumes_in_its_run_directory_to_the_same_weight
     # SlurmctldParameters=preempt_send_user_signal): checkpoint, requeue, resume
     slurm("scancel", "--signal=USR2", job_id)
     warned = wait_for("0/manifest.json", job_dir.parent, lambda m: "requeues" in m)
-    # 2. a requeue without warning (a node failure, preemption by SIGTERM) once the next attempt
-    # has written a checkpoint of its own: it continues from that one. Between validations
-    # (steps 40 and 80): a SIGTERM during the validation that follows a checkpoint ends that
-    # validation, and Lightning resumes from the checkpoint without running it again, so its
-    # row would be missing from the metrics log (a known limit, docs/slurm.md "Limits")
-    after = warned["requeues"][0]["step"] // 10 * 10 + 40
+    # 2. a requeue without warning (a node failure, preemption by SIGTERM) as soon as the next
+    # attempt has saved the checkpoint of a validation step (40): it continues from that
+    # checkpoint, which was saved before step 40's validation, and validates step 40 first
+    # (whether or not the killed attempt got to it): the metrics log has that row exactly once
+    after = (warned["requeues"][0]["step"] // 40 + 1) * 40
+    assert after < 80, warned["requeues"]
     wait_for(f"0/checkpoints/step_{after:06d}.ckpt", job_dir.parent)
     slurm("scontrol", "requeue", job_id)
 

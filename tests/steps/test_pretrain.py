@@ -3,6 +3,7 @@ export reproduces the logits, bad input is refused."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -110,6 +111,17 @@ def test_resuming_from_a_checkpoint_reaches_the_same_weights(
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name  # optimizer, schedule and data position restored
+    # step 4's checkpoint was saved before step 4's validation, which the resumed run owes and
+    # runs first: its log has that row, at the same step and value as the uninterrupted run's
+    assert validation_rows(Path(resumed["run_dir"])) == validation_rows(Path(straight["run_dir"]))
+
+
+def validation_rows(run_dir: Path) -> list[tuple[str, str]]:
+    """(step, val/loss) of every validation row of `run_dir`'s metrics log after step 4's training
+    row (logged at step 3: a row logged at step s comes after s + 1 optimizer steps), the last
+    (the fit's final validation, logged at max_steps) left out."""
+    rows = csv.DictReader((run_dir / "logs" / "metrics.csv").open())
+    return [(r["step"], r["val/loss"]) for r in rows if r["val/loss"] and int(r["step"]) >= 3][:-1]
 
 
 @pytest.mark.slow
@@ -124,6 +136,8 @@ def test_resume_auto_continues_the_unfinished_run_of_the_same_config(
     launch(*TRAIN, "step.resume=auto", check=True)
     resumed = pretrain_runs(outputs)[-1]
     assert resumed["resumed_from"] == str(Path(first["run_dir"]) / "checkpoints" / "last.ckpt")
+    # last.ckpt was saved after the loop validated step 12: no validation is owed, none repeated
+    assert validation_rows(Path(resumed["run_dir"])) == []
     # a different config does not match
     launch(*TRAIN, "step.optim.lr=5e-3", "step.resume=auto", check=True)
     assert pretrain_runs(outputs)[-1]["resumed_from"] is None

@@ -34,6 +34,7 @@ from typing import Any
 import lightning as L
 
 from quark.core.run import Run, RunRequeued, now_iso
+from quark.training.skipped_validation import ValidateSkippedStep
 
 log = logging.getLogger("quark.slurm")
 
@@ -93,9 +94,21 @@ class SlurmRequeue(L.Callback):
             return
         from lightning.pytorch.loggers import CSVLogger
 
-        # rows logged at step s come after s + 1 optimizer steps; later ones are computed again
+        # rows logged at step s come after s + 1 optimizer steps; later ones are computed again,
+        # and so is the validation of the step resumed at when the checkpoint was saved before
+        # it (ValidateSkippedStep, after this callback), though an earlier attempt may have
+        # logged it
         resumed_at = trainer.global_step
-        kept = [row for row in self._earlier_rows if float(row["step"]) < resumed_at]
+        revalidated = any(
+            isinstance(callback, ValidateSkippedStep) and callback.owed(trainer)
+            for callback in trainer.callbacks  # type: ignore[attr-defined]
+        )
+        kept = [
+            row
+            for row in self._earlier_rows
+            if float(row["step"]) < resumed_at
+            and not (revalidated and float(row["step"]) == resumed_at - 1 and _validation_row(row))
+        ]
         for logger in trainer.loggers:
             if isinstance(logger, CSVLogger):
                 logger.experiment.metrics[:0] = kept  # written with the first new rows
@@ -180,3 +193,8 @@ class SlurmRequeue(L.Callback):
         except SystemExit:
             raise ending from None
         raise RuntimeError(f"submitit's {signum.name} handler returned without requeueing")
+
+
+def _validation_row(row: dict[str, str]) -> bool:
+    """Whether a metrics log row holds a validation's metrics (val/...)."""
+    return any(key.startswith("val/") and value for key, value in row.items())

@@ -25,6 +25,7 @@ from quark.slurm.requeue import SlurmRequeue, slurm_environment
 from quark.training.guards import DivergenceGuard
 from quark.training.relaunch import relaunch_jobs_not_command_lines
 from quark.training.resume import resume_checkpoint, resume_key
+from quark.training.skipped_validation import ValidateSkippedStep
 from quark.training.strategies import build_strategy
 from quark.training.throughput import ThroughputLogger, peak_flops
 
@@ -85,6 +86,9 @@ def build_trainer(
             *([progress] if progress else []),
             # preempted or at its time limit: checkpoint, requeue, resume in this run directory
             *([SlurmRequeue(run)] if SlurmRequeue.wanted() else []),
+            # a resumed run validates the step its checkpoint was saved at, if it was not yet
+            # (after SlurmRequeue, whose earlier rows of the metrics log go before that row)
+            ValidateSkippedStep(int(step.val_every_n_steps)),
             *callbacks,
         ],
         enable_progress_bar=progress is not None,
