@@ -83,3 +83,30 @@ def test_a_name_or_path_without_a_config_is_a_config_error(
         LlamaShape.from_model_config(OmegaConf.create({"name_or_path": str(tmp_path / name)}))
     assert raised.value.key == "model.name_or_path"
     assert problem in raised.value.problem
+
+
+def test_the_scaled_init_draws_small_init_weights_and_depth_scaled_residual_projections() -> None:
+    shape = LlamaShape(
+        vocab_size=4096, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=4,
+        intermediate_size=1024, max_seq_len=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    scaled = build_llama(init="scaled", **shape.as_dict())
+    torch.manual_seed(0)
+    hf = build_llama(init="hf", **shape.as_dict())
+    small, residual = (2 / (5 * 256)) ** 0.5, 1 / 256**0.5 / 4  # 0.0395, 0.0156
+    for name, weight in scaled.named_parameters():
+        if name.endswith("norm.weight"):
+            assert torch.equal(weight, torch.ones_like(weight)), name
+            continue
+        expected = residual if name.endswith(("o_proj.weight", "down_proj.weight")) else small
+        assert weight.std().item() == pytest.approx(expected, rel=0.05), name
+    # transformers' own: normal(0, 0.02) for every embedding and linear layer
+    for name, weight in hf.named_parameters():
+        if not name.endswith("norm.weight"):
+            assert weight.std().item() == pytest.approx(0.02, rel=0.05), name
+
+
+def test_an_unknown_init_is_refused_with_its_key() -> None:
+    with pytest.raises(ConfigError, match=r"model\.init: 'xavier' is not an initialisation"):
+        build_llama(**{**model_group("llama_tiny"), "init": "xavier"})  # type: ignore[arg-type]

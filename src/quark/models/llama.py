@@ -16,6 +16,9 @@ from quark.core.errors import ConfigError, QuarkError
 if TYPE_CHECKING:
     from transformers import LlamaConfig, LlamaForCausalLM
 
+# how build_llama draws a fresh model's weights (see `initialize`); the first is the default
+INITS = ("scaled", "hf")
+
 
 @dataclass(frozen=True)
 class LlamaShape:
@@ -145,11 +148,47 @@ def hf_config_file(name_or_path: str) -> Path:
     )
 
 
-def build_llama(**shape: Any) -> LlamaForCausalLM:
-    """A freshly initialised `LlamaForCausalLM` of the given shape (keys of the model group)."""
+def build_llama(init: str = "scaled", **shape: Any) -> LlamaForCausalLM:
+    """A freshly initialised `LlamaForCausalLM` of the given shape (keys of the model group),
+    its weights drawn as `init` says (see `initialize`)."""
     from transformers import LlamaForCausalLM
 
     keys = LlamaShape.__dataclass_fields__
-    return LlamaForCausalLM(
-        LlamaShape(**{k: v for k, v in shape.items() if k in keys}).to_hf_config()
-    )
+    llama = LlamaShape(**{k: v for k, v in shape.items() if k in keys})
+    model = LlamaForCausalLM(llama.to_hf_config())
+    initialize(model, llama, init)
+    return model
+
+
+def initialize(model: LlamaForCausalLM, shape: LlamaShape, init: str) -> None:
+    """Draw `model`'s weights afresh as `init` says.
+
+    - `hf`: what transformers does, normal(0, 0.02) for every embedding and linear layer.
+    - `scaled`: GPT-NeoX's "small init" (normal with std sqrt(2 / (5 d)), Nguyen and Salazar
+      2019) for embeddings and linear layers, and std 1 / (sqrt(d) L) for the two projections
+      that write into the residual stream (attention's o_proj, the MLP's down_proj), so the
+      residual stream's variance does not grow with depth. LitGPT's `pretrain` and TinyLlama
+      start this way; at d = 256 it gives the embeddings and lm_head twice transformers' std.
+      bench/pretrain_vs_litgpt.py measures the two (bench/RESULTS.md).
+    Norm weights start at one either way.
+    """
+    import math
+
+    import torch
+
+    if init == "hf":
+        return  # LlamaForCausalLM's constructor drew them
+    if init != "scaled":
+        raise ConfigError(
+            "model.init", f"'{init}' is not an initialisation", f"allowed: {', '.join(INITS)}"
+        )
+    hidden = shape.hidden_size
+    std = math.sqrt(2.0 / (5 * hidden))
+    residual_std = 1.0 / math.sqrt(hidden) / shape.num_layers
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                writes_residual = name.endswith(("self_attn.o_proj", "mlp.down_proj"))
+                module.weight.normal_(0.0, residual_std if writes_residual else std)
+                if isinstance(module, torch.nn.Linear) and module.bias is not None:
+                    module.bias.zero_()

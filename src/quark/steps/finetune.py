@@ -182,7 +182,7 @@ def run(cfg: DictConfig, run: Run, inputs: FinetuneInputs) -> dict[str, float]:
     if lora:
         model = add_lora(model, cfg.peft)
     trainable = trainable_parameters(model)
-    module = CausalLMModule(model, step.optim)
+    module = CausalLMModule(model, step.optim, compile=bool(trainer_cfg.compile))
     datamodule = SampleDataModule(
         train,
         val,

@@ -101,9 +101,7 @@ def run(cfg: DictConfig, run: Run, inputs: PretrainInputs) -> dict[str, float]:
     model = instantiate(OmegaConf.to_container(cfg.model, resolve=True))
     if bool(trainer_cfg.gradient_checkpointing):
         model.gradient_checkpointing_enable()
-    if bool(trainer_cfg.compile):
-        model.compile()  # in place: parameter names, and so checkpoints, stay the same
-    module = CausalLMModule(model, step.optim)
+    module = CausalLMModule(model, step.optim, compile=bool(trainer_cfg.compile))
     datamodule = ShardDataModule(
         shard_dir,
         int(step.seq_len),

@@ -20,11 +20,9 @@ class DivergenceGuard(L.Callback):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, module: L.LightningModule, optimizer: Any
     ) -> None:
-        grads = [p.grad for p in module.parameters() if p.grad is not None]
-        if (
-            grads
-            and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads])).all()
-        ):
+        grads = [p.grad.detach() for p in module.parameters() if p.grad is not None]
+        # a norm is finite only if every element is: one multi-tensor kernel over all of them
+        if grads and not _all_finite(grads):
             raise StepFailed(
                 f"gradients are not finite at step {trainer.global_step}; the last good checkpoint is kept"
             )
@@ -37,7 +35,14 @@ class DivergenceGuard(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if not all(torch.isfinite(p).all() for p in module.parameters()):
+        if not _all_finite([p.detach() for p in module.parameters()]):
             raise StepFailed(
                 f"weights are not finite after step {trainer.global_step}; the last good checkpoint is kept"
             )
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every element of `tensors` is finite (their norms are; an overflow of the norm
+    itself is as good as a non-finite value here)."""
+    norms = torch._foreach_norm([t if t.is_floating_point() else t.float() for t in tensors])
+    return bool(torch.isfinite(torch.stack([n.float() for n in norms])).all())

@@ -16,7 +16,7 @@ from quark.core.errors import StepFailed
 class CausalLMModule(L.LightningModule):
     """Next-token training of `model` with AdamW, warmup and cosine decay."""
 
-    def __init__(self, model: torch.nn.Module, optim: DictConfig) -> None:
+    def __init__(self, model: torch.nn.Module, optim: DictConfig, compile: bool = False) -> None:
         super().__init__()
         self.model = model
         self.optim = optim
@@ -24,6 +24,10 @@ class CausalLMModule(L.LightningModule):
         self.val_loss = torchmetrics.MeanMetric()
         # the step training started from: 0, or the step of the checkpoint it resumed
         self.first_step = 0
+        # trainer.compile: the model's forward and the loss as one graph (the Hugging Face
+        # Llama traces without a graph break). A compiled function, not a compiled module, so
+        # parameter names, and so checkpoints, stay those of the eager model.
+        self._loss = torch.compile(next_token_loss) if compile else next_token_loss
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=tokens).logits
@@ -33,17 +37,10 @@ class CausalLMModule(L.LightningModule):
         a target); a dict batch holds `input_ids`, `labels` (-100 where no loss is taken, e.g.
         prompts and padding) and optionally `attention_mask`."""
         if isinstance(batch, dict):
-            tokens, labels = batch["input_ids"], batch["labels"]
-            mask = batch.get("attention_mask")
-        else:
-            tokens, labels, mask = batch, batch, None
-        logits = self.model(
-            input_ids=tokens[:, :-1], attention_mask=None if mask is None else mask[:, :-1]
-        ).logits
-        targets = labels[:, 1:]
-        return torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
-        )
+            return self._loss(
+                self.model, batch["input_ids"], batch["labels"], batch.get("attention_mask")
+            )
+        return self._loss(self.model, batch, batch, None)
 
     def configure_model(self) -> None:
         shard_blocks(self.model, self.device_mesh)
@@ -82,7 +79,28 @@ class CausalLMModule(L.LightningModule):
         self.log("val/ppl", torch.exp(loss))
 
     def configure_optimizers(self) -> Any:
-        return adamw_with_schedule(self.model, self.optim, int(self.trainer.max_steps))
+        return adamw_with_schedule(
+            self.model,
+            self.optim,
+            int(self.trainer.max_steps),
+            fused=fused_adamw_fits(self.trainer),
+        )
+
+
+def next_token_loss(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """Mean cross-entropy of `model`'s prediction of each next token of `labels` (-100: no loss)."""
+    logits = model(
+        input_ids=tokens[:, :-1], attention_mask=None if mask is None else mask[:, :-1]
+    ).logits
+    targets = labels[:, 1:]
+    return torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
+    )
 
 
 def shard_blocks(model: torch.nn.Module, device_mesh: Any) -> None:
@@ -102,10 +120,23 @@ def shard_blocks(model: torch.nn.Module, device_mesh: Any) -> None:
     fully_shard(model, mesh=mesh)
 
 
-def adamw_with_schedule(model: torch.nn.Module, optim: DictConfig, max_steps: int) -> Any:
+def fused_adamw_fits(trainer: L.Trainer) -> bool:
+    """Whether the trainer's strategy leaves the optimizer plain tensors of one device (one
+    process, or DDP), where torch's fused AdamW applies. DeepSpeed (a DDPStrategy too) steps
+    the optimizer on its own flat partitions and FSDP2 on DTensors: they keep the default."""
+    return type(trainer.strategy).__name__ in ("SingleDeviceStrategy", "DDPStrategy")
+
+
+def adamw_with_schedule(
+    model: torch.nn.Module, optim: DictConfig, max_steps: int, fused: bool = False
+) -> Any:
     """AdamW over `model`'s trainable weights (no weight decay on norms and biases, the 1-D
     tensors), with linear warmup then cosine decay to `optim.min_lr_ratio` of `optim.lr` at
-    `max_steps`: what configure_optimizers returns, for every module Quark trains."""
+    `max_steps`: what configure_optimizers returns, for every module Quark trains.
+
+    `fused`: torch's fused AdamW kernel, one pass over all weights instead of a loop of small
+    kernels per tensor (about 3 % of a step of an 8M-parameter Llama on a 2-core CPU,
+    bench/RESULTS.md); the same update up to floating-point rounding."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -115,6 +146,7 @@ def adamw_with_schedule(model: torch.nn.Module, optim: DictConfig, max_steps: in
         ],
         lr=float(optim.lr),
         betas=(float(optim.beta1), float(optim.beta2)),
+        fused=fused or None,
     )
     warmup, floor = int(optim.warmup_steps), float(optim.min_lr_ratio)
 

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from omegaconf import MISSING
 
 from quark.core.errors import ConfigError
-from quark.core.schemas.fields import ranged
+from quark.core.schemas.fields import choice, ranged
+
+# how a built-in model's weights start (quark.models.llama.INITS)
+INITS = ("scaled", "hf")
 
 
 @dataclass
@@ -26,6 +29,9 @@ class ModelSchema:
     tie_embeddings: bool = False
     rope_theta: float = ranged(10000.0, gt=0)
     rms_norm_eps: float = ranged(1e-5, gt=0)
+    # scaled: GPT-NeoX's small init, output projections scaled by depth (LitGPT's pretrain
+    # init); hf: transformers' own, normal(0, 0.02) everywhere. Built-in sizes only.
+    init: str = choice("scaled", INITS)
     # model=hf: a local directory with config.json (or a hub name when online).
     name_or_path: str | None = None
     trust_remote_code: bool = False

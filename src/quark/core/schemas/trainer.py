@@ -31,7 +31,7 @@ class TrainerSchema:
     micro_batch_size: int = ranged(8, ge=1)
     accumulate_grad_batches: int = ranged(1, ge=1)
     gradient_checkpointing: bool = False
-    # torch.compile the model in place (checkpoint keys stay the same)
+    # torch.compile the model's forward and the loss as one graph (checkpoint keys stay the same)
     compile: bool = False
     # auto: a rich progress bar on a terminal, none when output goes to a file or pipe
     progress_bar: str = choice("auto", ("auto", "rich", "none"))
