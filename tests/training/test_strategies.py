@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from quark.core.errors import ConfigError
 from quark.core.schemas import validate
@@ -65,9 +65,13 @@ def logits(model_dir: Path, ids: torch.Tensor) -> torch.Tensor:
 def assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
     for name in a:
-        # sharded reductions sum in another order than one process: last-bit differences that
-        # six Adam steps at lr 1e-2 grow to about 2e-5
-        assert torch.allclose(a[name], b[name], atol=5e-5, rtol=1e-4), name
+        # sharded reductions sum in another order than one process, and one process steps
+        # torch's fused AdamW where DeepSpeed and FSDP keep the default: last-bit differences.
+        # Adam divides by the root of its second moment, so in a near-zero gradient (a rare
+        # token's embedding row) such a difference can move a weight by a good part of lr
+        # (measured: 2.2e-4 after six steps at lr 1e-2). A wrong update (a flipped sign, a
+        # missing step) moves weights by lr to 2 lr, 1e-2 to 2e-2.
+        assert torch.allclose(a[name], b[name], atol=1e-3, rtol=1e-4), name
 
 
 def quark_convert(source: Path, out: Path) -> subprocess.CompletedProcess:
@@ -235,6 +239,58 @@ def test_deepspeed_zero2_on_two_cpu_processes_matches_one_process_and_converts(
         done.stderr.strip()
         .splitlines()[-1]
         .startswith("error: trainer.deepspeed.train_batch_size: 64 disagrees with")
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("data_run")
+def test_deepspeed_zero1_matches_one_process_and_zero3_offload_trains(
+    launch: LaunchFn, outputs: Path
+) -> None:
+    launch(*SHORT, "trainer.micro_batch_size=4", check=True)
+    # ZeRO-1 shards the optimizer states over two ranks; ZeRO-3 with offload keeps parameters
+    # and optimizer states in host memory (DeepSpeed's offload path, on one process here)
+    launch(*SHORT, "trainer=deepspeed_zero1", *TWO_RANKS, check=True)
+    launch(
+        *SHORT, "trainer=deepspeed_zero3_offload", *ON_CPU, "trainer.micro_batch_size=4", check=True
+    )
+    single, zero1, offload = pretrain_runs(outputs)
+    zero1_last = run_dir(zero1) / "checkpoints" / "last.ckpt"
+    assert len(list((zero1_last / "checkpoint").glob("*_optim_states.pt"))) == 2  # per rank
+    reference = consolidated_state_dict(run_dir(single) / "checkpoints" / "last.ckpt")
+    assert_close_weights(reference, consolidated_state_dict(zero1_last))
+    assert abs(single["metrics"]["val_loss"] - zero1["metrics"]["val_loss"]) < 1e-4
+
+    trained_with = OmegaConf.load(run_dir(offload) / "config.yaml").trainer.deepspeed
+    assert trained_with.zero_optimization.offload_param.device == "cpu"
+    assert trained_with.zero_optimization.offload_optimizer.device == "cpu"
+    assert offload["status"] == "completed" and offload["metrics"]["steps"] == 6
+    # it learned (the untrained model scores about ln(600) = 6.4), and its export scores as the
+    # run did; for its weights against one process, see the next test
+    assert offload["metrics"]["val_loss"] < 5.0
+    assert offload["metrics"]["hf_val_loss"] == pytest.approx(
+        offload["metrics"]["val_loss"], abs=1e-4
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("data_run")
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: on CPU, ZeRO-3 (with or without offload, one process or two) updates about "
+    "15 % of the weights with the opposite sign of one process from the first step on; ZeRO-1 "
+    "and ZeRO-2 match (docs/scaling.md). Strict: a fix makes this test fail until the mark goes.",
+)
+def test_deepspeed_zero3_on_one_process_matches_one_process_without_deepspeed(
+    launch: LaunchFn, outputs: Path
+) -> None:
+    one_step = [o for o in SHORT if not o.startswith("step.max_steps")] + ["step.max_steps=1"]
+    launch(*one_step, "trainer.micro_batch_size=4", check=True)
+    launch(*one_step, "trainer=deepspeed_zero3", *ON_CPU, "trainer.micro_batch_size=4", check=True)
+    single, zero3 = pretrain_runs(outputs)
+    assert_close_weights(
+        consolidated_state_dict(run_dir(single) / "checkpoints" / "last.ckpt"),
+        consolidated_state_dict(run_dir(zero3) / "checkpoints" / "last.ckpt"),
     )
 
 
