@@ -225,7 +225,8 @@ def test_bad_input_is_one_line_and_exit_2(base: SimpleNamespace, tmp_path: Path)
         ),
         (
             [with_pairs, f"step.init_from={corrupt}"],
-            f"{corrupt.resolve()}/hf/config.json: sha256 does not match the manifest (changed after "
+            f"step.init_from: {corrupt.resolve()}/hf/config.json: sha256 does not match the "
+            "manifest (changed after "
             "the run completed); rerun the step that made it",
         ),
         (

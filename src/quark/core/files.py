@@ -1,7 +1,9 @@
-"""Content hashes and atomic writes: what manifests are built from."""
+"""Content hashes and atomic writes (what manifests are built from), and the check of a SQLite
+file a step keeps across runs."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -50,3 +52,27 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def sqlite_problem(path: Path) -> str | None:
+    """What keeps `path` from being the SQLite database a step keeps (and creates when it is
+    missing), or None: a link to nothing, a directory, a file that is not a database or one cut
+    short. Opened read-only: nothing is created or changed."""
+    import sqlite3
+    from urllib.parse import quote
+
+    path = Path(path)
+    if not path.exists():
+        return "is a link to nothing" if path.is_symlink() else None
+    if not path.is_file():
+        return "is not a file"
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
+        ) as db:
+            found = db.execute("PRAGMA quick_check").fetchone()
+    except sqlite3.Error as exc:
+        return f"is not a readable SQLite database ({exc})"
+    if not found or found[0] != "ok":
+        return f"is a damaged SQLite database ({found[0] if found else 'no answer'})"
+    return None

@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from quark.core.environment import git_state, host_facts, library_versions
-from quark.core.errors import QuarkError, one_line
+from quark.core.errors import ConfigError, QuarkError, one_line
 from quark.core.files import (
     files_under,
     sha256_file,
@@ -62,19 +62,30 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds")
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
+def read_manifest(
+    run_dir: Path, key: str | None = None, allowed: str | None = None
+) -> dict[str, Any]:
+    """The manifest of `run_dir`. Raises QuarkError naming the file; with `key`, a ConfigError
+    on that key (the config value that named the run), with `allowed`."""
     import json
 
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
-        raise QuarkError(f"{run_dir}: not a Quark run directory (no {MANIFEST})")
+        raise _bad_run(key, f"{run_dir}: not a Quark run directory (no {MANIFEST})", allowed)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise QuarkError(f"{path}: unreadable manifest ({exc})") from None
+        raise _bad_run(key, f"{path}: unreadable manifest ({exc})", allowed) from None
     if not isinstance(data, dict):
-        raise QuarkError(f"{path}: unreadable manifest (not a JSON object)")
+        raise _bad_run(key, f"{path}: unreadable manifest (not a JSON object)", allowed)
     return data
+
+
+def _bad_run(key: str | None, problem: str, allowed: str | None) -> QuarkError:
+    """A run that cannot be read as an input: on `key` when a config value named it."""
+    if key is None:
+        return QuarkError(problem + (f"; {allowed}" if allowed else ""))
+    return ConfigError(key, problem, allowed)
 
 
 def describe_input(path: Path) -> dict[str, Any]:
@@ -108,22 +119,30 @@ def describe_input(path: Path) -> dict[str, Any]:
     }
 
 
-def verify_run(run_dir: Path) -> dict[str, Any]:
-    """The manifest of a completed run whose outputs still match their recorded sha256."""
-    manifest = read_manifest(run_dir)
+def verify_run(run_dir: Path, key: str | None = None, allowed: str | None = None) -> dict[str, Any]:
+    """The manifest of a completed run whose outputs still match their recorded sha256.
+
+    Raises:
+        QuarkError: naming the run or file and what is wrong; with `key`, a ConfigError on
+            that key (the config value that named the run).
+    """
+    manifest = read_manifest(run_dir, key, allowed)
     status = manifest.get("status")
     if status != "completed":
-        raise QuarkError(
-            f"{run_dir}: run is '{status}', not completed; only completed runs can be used as inputs"
+        raise _bad_run(
+            key,
+            f"{run_dir}: run is '{status}', not completed",
+            allowed or "only completed runs can be used as inputs",
         )
     for output in manifest.get("outputs", []):
         file = Path(run_dir) / output["path"]
         if not file.is_file():
-            raise QuarkError(f"{file}: output recorded in the manifest is missing")
+            raise _bad_run(key, f"{file}: output recorded in the manifest is missing", allowed)
         if _file_digest(file) != output["sha256"]:
-            raise QuarkError(
-                f"{file}: sha256 does not match the manifest (changed after the run completed); "
-                "rerun the step that made it"
+            raise _bad_run(
+                key,
+                f"{file}: sha256 does not match the manifest (changed after the run completed)",
+                "rerun the step that made it",
             )
     return manifest
 

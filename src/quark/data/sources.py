@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quark.core.errors import QuarkError
+from quark.core.errors import ConfigError, QuarkError, one_line
 from quark.core.files import sha256_file, sha256_json
 
 TEST_DIRS = {"test", "tests", "idle_test"}
@@ -94,7 +94,10 @@ def matching_files(spec: Any, key: str) -> list[Path]:
         )
         matched = [p for p in matched if p.is_file()]
         if not matched:
-            raise QuarkError(f"{key}.paths: '{pattern}' matches no file")
+            raise ConfigError(
+                f"{key}.paths", f"'{pattern}' matches no file",
+                "files, or globs matching files (** recurses), e.g. corpus/*.txt",
+            )  # fmt: skip
         for path in matched:
             real = path.resolve()
             if real not in seen:
@@ -153,7 +156,10 @@ def _jsonl_records(
         try:
             record = json.loads(line)
         except ValueError:
-            raise QuarkError(f"{path}:{number}: not valid JSON") from None
+            raise ConfigError(
+                f"{stats.name}.paths", f"{path}:{number}: not valid JSON (cut short, or not JSON "
+                "lines)", f"JSON lines, each an object with a '{text_field}' field",
+            ) from None  # fmt: skip
         if not isinstance(record, dict) or text_field not in record:
             raise QuarkError(
                 f"{path}:{number}: no '{text_field}' field (set the source's text_field)"
@@ -174,7 +180,10 @@ def _parquet(files: list[Path], text_field: str, stats: SourceStats) -> Iterator
         try:
             reader = pq.ParquetFile(path)
         except Exception as exc:
-            raise QuarkError(f"{path}: not a readable parquet file ({exc})") from None
+            raise ConfigError(
+                f"{stats.name}.paths", f"{path}: not a readable parquet file ({exc})",
+                f"parquet files with a '{text_field}' column",
+            ) from None  # fmt: skip
         if text_field not in reader.schema_arrow.names:
             raise QuarkError(
                 f"{path}: no column '{text_field}' (columns: {', '.join(reader.schema_arrow.names)})"
@@ -208,7 +217,10 @@ def _hf_dataset(spec: Any, stats: SourceStats) -> Iterator[Document]:
         try:
             loaded = datasets.load_from_disk(str(local))
         except Exception as exc:
-            raise QuarkError(f"{local}: not a dataset saved with save_to_disk ({exc})") from None
+            raise ConfigError(
+                f"{stats.name}.name_or_path", f"{local}: not a dataset saved with save_to_disk "
+                f"({one_line(str(exc))})", "a directory Dataset.save_to_disk wrote, or a hub name",
+            ) from None  # fmt: skip
         if isinstance(loaded, datasets.DatasetDict):
             if spec.split not in loaded:
                 raise QuarkError(f"{local}: no split '{spec.split}' (splits: {', '.join(loaded)})")

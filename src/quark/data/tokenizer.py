@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from quark.core.errors import ConfigError, QuarkError
+from quark.core.errors import ConfigError
 
 # Chat markers the finetune step's template uses.
 CHAT_MARKERS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
@@ -76,20 +76,22 @@ def load_tokenizer(path: str) -> tuple[Any, dict[str, Any]]:
     """The `tokenizers.Tokenizer` of an HF tokenizer directory and its tokenizer_config."""
     from tokenizers import Tokenizer
 
+    key, allowed = "data.tokenizer.path", "give a Hugging Face tokenizer directory (fast tokenizer)"
     directory = Path(path).expanduser()
     file = directory / "tokenizer.json" if directory.is_dir() else directory
     if not file.is_file():
-        raise ConfigError(
-            "data.tokenizer.path",
-            f"{directory} has no tokenizer.json",
-            "give a Hugging Face tokenizer directory (fast tokenizer)",
-        )
+        raise ConfigError(key, f"{directory} has no tokenizer.json", allowed)
     try:
         tokenizer = Tokenizer.from_file(str(file))
     except Exception as exc:
-        raise QuarkError(f"{file}: not a readable tokenizer ({exc})") from None
+        raise ConfigError(key, f"{file} is not a readable tokenizer ({exc})", allowed) from None
     config_file = file.parent / "tokenizer_config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    try:
+        config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ConfigError(key, f"{config_file} is unreadable ({exc})", allowed) from None
+    if not isinstance(config, dict):
+        raise ConfigError(key, f"{config_file} is not a JSON object", allowed)
     return tokenizer, config
 
 

@@ -28,6 +28,7 @@ def questions_dir(cfg: Any, source: Path) -> Path | None:
         key=KEY,
         holds=lambda path: holds_pair_split(path, split),
         ancestor_of=source,
+        allowed=ALLOWED,
     )
 
 
@@ -38,12 +39,12 @@ def holds_pair_split(directory: Path, split: str) -> bool:
 
     if not holds_split(directory, split):
         return False
-    with open(directory / f"{split}.jsonl") as lines:
-        first = lines.readline()
     try:
+        with open(directory / f"{split}.jsonl") as lines:
+            first = lines.readline()
         record = json.loads(first)
-    except ValueError:
-        return True  # read_pairs names the file and the line
+    except (OSError, ValueError):
+        return True  # the step's check of the split names the file and what is wrong
     return isinstance(record, dict) and "prompt" in record and "response" in record
 
 

@@ -111,6 +111,28 @@ class AuditLog:
             ) from None
 
 
+def append_problem(path: Path) -> str | None:
+    """What keeps a record from being appended to the audit log at `path`, or None (a missing
+    log is started): a directory, a link to nothing, bytes that are not text, a last line that
+    is not a record to chain onto. Whether the chain holds is `verify`'s to say."""
+    path = Path(path)
+    if not path.exists():
+        return "is a link to nothing" if path.is_symlink() else None
+    if not path.is_file():
+        return "is not a file"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        return "is not text (undecodable bytes)"
+    except OSError as exc:
+        return f"is unreadable ({exc.strerror or exc})"
+    try:
+        AuditLog(path)._next_seq(lines[-1] if lines else None)
+    except QuarkError:
+        return "ends with a line that is not an audit record (quark audit verify says more)"
+    return None
+
+
 @dataclass
 class Problem:
     """Something in the log that the chain says was changed: at `line` (1-based) of the file,

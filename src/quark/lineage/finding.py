@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from quark.core.errors import ConfigError
-from quark.core.run import MANIFEST, read_manifest
+from quark.core.run import MANIFEST, read_manifest, verify_run
 
 # how far back through inputs a search goes (optimize -> finetune -> pretrain -> data is 3)
 MAX_DEPTH = 8
@@ -25,8 +25,9 @@ def find_run(
 ) -> Path | None:
     """The run (or directory) a step reads, the first found of:
 
-    1. `cfg.<key>` when it is set: a path the user named, which must exist (not filtered by
-       `holds`: the step checks it, so that its error names the key);
+    1. `cfg.<key>` when it is set: a path the user named, which must exist, and be a completed
+       run whose outputs are intact if it is a run (not filtered by `holds`: the step checks
+       it, so that its error names the key);
     2. the run a pipeline handed over (cfg.inputs) for the first of `handed_steps` (default:
        `steps`) whose run `holds`;
     3. the nearest ancestor of `ancestor_of` (through its manifest's inputs, breadth first)
@@ -43,6 +44,8 @@ def find_run(
             path = Path(str(named)).expanduser()
             if not path.exists():
                 raise ConfigError(key, f"{path} does not exist", allowed)
+            if (path / MANIFEST).exists():
+                verify_run(path, key, allowed)  # a run is read only once it completed, intact
             return path
     accepted = holds or (lambda _path: True)
     handed = cfg.get("inputs") or {}

@@ -6,7 +6,8 @@
                                           export (model.onnx, model.gguf) with config.json
 
 Every directory is checked the same way before any step loads it: config.json is a language
-model's, the weights or export file are there, and the tokenizer's files parse.
+model's, the weights or export file are there, and the tokenizer's files parse; a step then
+checks its weight files (quark.lineage.model_files.check_weights) before it loads them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 
 from quark.core.errors import ConfigError
 from quark.core.run import MANIFEST, verify_run
-from quark.models.hf import TOKENIZER_FILES, WEIGHT_FILES
+from quark.lineage.model_files import check_tokenizer, read_json
+from quark.models.hf import WEIGHT_FILES
 
 # the file an export runs from, by format; hf and torchao exports hold Hugging Face weights
 EXPORT_FILES = {"onnx": "model.onnx", "onnx_int8": "model.onnx", "gguf": "model.gguf"}
@@ -89,7 +91,7 @@ def locate_model(
             )
         return _checked(source, source, key, allowed, export, None)
     # a run is read only once it completed and its files are still the ones it recorded
-    manifest = verify_run(source)
+    manifest = verify_run(source, key, allowed)
     step = manifest.get("step")
     if step != "optimize":
         if not (source / "hf").is_dir():
@@ -171,7 +173,7 @@ def chat_template_of(directory: Path) -> str | None:
     if (directory / "chat_template.jinja").is_file():
         return (directory / "chat_template.jinja").read_text()
     config = directory / "tokenizer_config.json"
-    template = _json(config).get("chat_template") if config.is_file() else None
+    template = read_json(config).get("chat_template") if config.is_file() else None
     return template if isinstance(template, str) and template else None
 
 
@@ -212,36 +214,10 @@ def _checked(
         what = f"{EXPORT_FILES[export]}" if export in EXPORT_FILES else "weights"
         raise ConfigError(key, f"{source} is not a model (no config.json and {what})", allowed)
     try:
-        config = _json(config_file)
+        config = read_json(config_file)
     except ValueError as exc:
         raise ConfigError(key, f"{config_file} is unreadable ({exc})", allowed) from None
     if "vocab_size" not in config:
         raise ConfigError(key, f"{config_file} is not a language model's config", allowed)
-    for name in TOKENIZER_FILES:
-        if name.endswith(".json") and (directory / name).is_file():
-            try:
-                _json(directory / name)
-            except ValueError as exc:
-                raise ConfigError(
-                    key,
-                    f"{directory / name} is unreadable ({exc})",
-                    "a model saved with its tokenizer",
-                ) from None
-    if needs_tokenizer and not any(
-        (directory / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json")
-    ):
-        raise ConfigError(key, f"{directory} has no tokenizer", "a model saved with its tokenizer")
+    check_tokenizer(directory, key, "a model saved with its tokenizer", required=needs_tokenizer)
     return ModelLocation(source, directory, config, step, export)
-
-
-def _json(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`; ValueError if it is unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ValueError(exc.strerror or str(exc)) from None
-    except UnicodeDecodeError:
-        raise ValueError("not text") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    return data

@@ -204,7 +204,16 @@ def backend_specs(entries: Any) -> list[BackendSpec]:
 def model_location(cfg: Any, spec: BackendSpec, number: int) -> Any:
     """The model an in-process backend serves: a path, latest:<step> (the run of that step a
     pipeline handed over, else the newest completed one in the experiment), or
-    registry:<alias>."""
+    registry:<alias>; located, and its weight files checked."""
+    from quark.lineage.model_files import check_weights
+    from quark.steps.serve import MODEL_DIR_ALLOWED
+
+    location = _named_model(cfg, spec, number)
+    check_weights(location.directory, f"step.backends.{number}.model_dir", MODEL_DIR_ALLOWED)
+    return location
+
+
+def _named_model(cfg: Any, spec: BackendSpec, number: int) -> Any:
     from quark.core.step_registry import model_steps
     from quark.lineage.finding import find_run
     from quark.lineage.models import holds_model, locate_model

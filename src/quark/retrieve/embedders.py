@@ -14,6 +14,7 @@ rather than answered with vectors from another space.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -154,6 +155,9 @@ def load_embedder(spec: Any, threads: int | None = None) -> Embedder:
 
 
 def check_sentence_transformers_dir(path: Path) -> None:
+    """`path` is a sentence-transformers directory whose files read (nothing is loaded)."""
+    from quark.lineage.model_files import check_tokenizer, check_weights
+
     if not path.is_dir():
         problem = "does not exist" if not path.exists() else "is not a directory"
         raise ConfigError(KEY, f"{path} {problem}", SENTENCE_TRANSFORMERS_ALLOWED)
@@ -166,6 +170,18 @@ def check_sentence_transformers_dir(path: Path) -> None:
             f"{' or '.join(WEIGHT_NAMES)})",
             SENTENCE_TRANSFORMERS_ALLOWED,
         )
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ConfigError(
+            KEY, f"{path / 'modules.json'} is unreadable ({exc})", SENTENCE_TRANSFORMERS_ALLOWED
+        ) from None
+    if not isinstance(modules, list):
+        raise ConfigError(
+            KEY, f"{path / 'modules.json'} is not a list of modules", SENTENCE_TRANSFORMERS_ALLOWED
+        )
+    check_tokenizer(path, KEY, SENTENCE_TRANSFORMERS_ALLOWED, required=False)
+    check_weights(path, KEY, SENTENCE_TRANSFORMERS_ALLOWED)
 
 
 def fingerprint(kind: str, dimension: int, path: Path) -> str:

@@ -14,7 +14,6 @@ goes unread.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,22 +43,9 @@ def classifier_labels(directory: Path, key: str) -> dict[int, str]:
     Raises:
         ConfigError: on `key`, when `directory` is not a text classifier with a tokenizer.
     """
-    config = directory / "config.json"
-    try:
-        found = json.loads(config.read_text())
-    except (OSError, ValueError):
-        raise ConfigError(
-            key, f"{directory} is not a text classifier (no readable config.json)",
-            CLASSIFIER_ALLOWED,
-        ) from None  # fmt: skip
-    architectures = found.get("architectures") or []
-    if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
-        raise ConfigError(
-            key,
-            f"{directory} is not a text classifier (its architectures are "
-            f"{architectures or 'not named'}, not a ...ForSequenceClassification)",
-            CLASSIFIER_ALLOWED,
-        )
+    from quark.lineage.model_files import check_classifier
+
+    found = check_classifier(directory, key, CLASSIFIER_ALLOWED)
     if not any((directory / name).is_file() for name in TOKENIZER_FILES):
         raise ConfigError(key, f"{directory} has no tokenizer", CLASSIFIER_ALLOWED)
     labels = {int(i): str(label) for i, label in (found.get("id2label") or {}).items()}

@@ -45,7 +45,9 @@ from quark.core.run import Run
 from quark.data.labelled import holds_labelled
 from quark.data.preferences import holds_preferences
 from quark.data.prompts import holds_prompts
+from quark.data.records import check_records
 from quark.lineage.finding import find_run, missing
+from quark.lineage.model_files import check_classifier, check_weights
 from quark.lineage.models import ModelLocation, chat_template_of, locate_model
 from quark.models.hf import check_seq_len
 
@@ -69,6 +71,11 @@ LABELLED_ALLOWED = (
     "make one with: python launch.py step=data data=safety_requests, or give a directory "
     "holding train.jsonl and val.jsonl of text/label records"
 )
+EXTRA_TRAIN_ALLOWED = (
+    "give JSONL files of {text, label} records, e.g. an evaluate run's red_team/bypasses.jsonl"
+)
+# the splits every method trains and validates on
+SPLITS = ("train.jsonl", "val.jsonl")
 REWARD_MODEL_ALLOWED = (
     "train one with: python launch.py step=align align=reward_model, or give its run directory "
     "or a directory AutoModelForSequenceClassification loads"
@@ -121,10 +128,12 @@ def inputs(cfg: DictConfig) -> AlignInputs:
             "make one with: python launch.py pipeline=quickstart_sft, or " + INIT_FROM_ALLOWED,
         )
     model = locate_model(source, "step.init_from", INIT_FROM_ALLOWED)
+    check_weights(model.directory, "step.init_from", INIT_FROM_ALLOWED)
     check_seq_len(int(step.seq_len), model.positions or int(step.seq_len))
     reference = model
     if step.reference:
         reference = locate_model(Path(str(step.reference)), "step.reference", REFERENCE_ALLOWED)
+        check_weights(reference.directory, "step.reference", REFERENCE_ALLOWED)
     if classifier:
         return AlignInputs(model, reference, _labelled_dir(cfg), "", extra=_extra_train(cfg))
     template = str(step.chat_template) if step.chat_template else chat_template_of(model.directory)
@@ -138,7 +147,9 @@ def inputs(cfg: DictConfig) -> AlignInputs:
     _check_method(cfg)
     if cfg.align.name == "grpo":
         return AlignInputs(model, reference, _prompts_dir(cfg), template, _reward_model_dir(cfg))
-    data_dir = find_run(cfg, ("data",), key="step.data_dir", holds=holds_preferences)
+    data_dir = find_run(
+        cfg, ("data",), key="step.data_dir", holds=holds_preferences, allowed=PREFERENCES_ALLOWED
+    )
     if data_dir is None:
         raise missing(cfg, "step.data_dir", "data run of preference pairs", PREFERENCES_ALLOWED)
     if not holds_preferences(data_dir):
@@ -148,13 +159,16 @@ def inputs(cfg: DictConfig) -> AlignInputs:
             "chosen and rejected)",
             PREFERENCES_ALLOWED,
         )
+    check_records(data_dir, SPLITS, "step.data_dir", PREFERENCES_ALLOWED)
     return AlignInputs(model, reference, data_dir, template)
 
 
 def _labelled_dir(cfg: DictConfig) -> Path:
     """The classifier's labelled texts: step.data_dir, else the data run handed over, else the
     newest data run holding them (data=safety_requests)."""
-    data_dir = find_run(cfg, ("data",), key="step.data_dir", holds=holds_labelled)
+    data_dir = find_run(
+        cfg, ("data",), key="step.data_dir", holds=holds_labelled, allowed=LABELLED_ALLOWED
+    )
     if data_dir is None:
         raise missing(cfg, "step.data_dir", "data run of labelled texts", LABELLED_ALLOWED)
     if not holds_labelled(data_dir):
@@ -163,6 +177,7 @@ def _labelled_dir(cfg: DictConfig) -> Path:
             f"{data_dir} holds no labelled splits (train.jsonl, val.jsonl with text and label)",
             LABELLED_ALLOWED,
         )
+    check_records(data_dir, SPLITS, "step.data_dir", LABELLED_ALLOWED)
     return data_dir
 
 
@@ -172,13 +187,10 @@ def _extra_train(cfg: DictConfig) -> tuple[Path, ...]:
     found = []
     for index, name in enumerate(cfg.align.extra_train or []):
         path = Path(str(name)).expanduser()
+        key = f"align.extra_train.{index}"
         if not path.is_file():
-            raise ConfigError(
-                f"align.extra_train.{index}",
-                f"{path} is not a file",
-                "give JSONL files of {text, label} records, e.g. an evaluate run's "
-                "red_team/bypasses.jsonl",
-            )
+            raise ConfigError(key, f"{path} is not a file", EXTRA_TRAIN_ALLOWED)
+        check_records(path.parent, (path.name,), key, EXTRA_TRAIN_ALLOWED)
         found.append(path)
     return tuple(found)
 
@@ -186,7 +198,9 @@ def _extra_train(cfg: DictConfig) -> tuple[Path, ...]:
 def _prompts_dir(cfg: DictConfig) -> Path:
     """GRPO's prompts: step.data_dir, else the data run handed over, else the newest data run
     holding prompt splits (every generated task set does)."""
-    data_dir = find_run(cfg, ("data",), key="step.data_dir", holds=holds_prompts)
+    data_dir = find_run(
+        cfg, ("data",), key="step.data_dir", holds=holds_prompts, allowed=PROMPTS_ALLOWED
+    )
     if data_dir is None:
         raise missing(cfg, "step.data_dir", "data run of prompts", PROMPTS_ALLOWED)
     if not holds_prompts(data_dir):
@@ -195,6 +209,7 @@ def _prompts_dir(cfg: DictConfig) -> Path:
             f"{data_dir} holds no prompt splits (train.jsonl, val.jsonl with a prompt field)",
             PROMPTS_ALLOWED,
         )
+    check_records(data_dir, SPLITS, "step.data_dir", PROMPTS_ALLOWED)
     return data_dir
 
 
@@ -209,7 +224,9 @@ def _reward_model_dir(cfg: DictConfig) -> Path | None:
     )  # fmt: skip
     if source is None:
         raise missing(cfg, "align.reward_model_dir", "align=reward_model run", REWARD_MODEL_ALLOWED)
-    return source / "reward_model" if (source / "reward_model").is_dir() else source
+    directory = source / "reward_model" if (source / "reward_model").is_dir() else source
+    check_classifier(directory, "align.reward_model_dir", REWARD_MODEL_ALLOWED, "reward model")
+    return directory
 
 
 def _check_method(cfg: DictConfig) -> None:

@@ -261,7 +261,7 @@ def _rag_index(cfg: DictConfig) -> Path:
     found = find_run(cfg, ("retrieve",), key="data.rag.index", holds=has_graph, allowed=allowed)
     if found is None:
         raise missing(cfg, "data.rag.index", "retrieve run with a code graph", allowed)
-    step = verify_run(found).get("step")
+    step = verify_run(found, "data.rag.index", allowed).get("step")
     if step != "retrieve" or not has_graph(found):
         raise ConfigError(
             "data.rag.index", f"{found} is not a retrieve run with a code graph", allowed

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 
 from quark.core.errors import ConfigError, StepFailed
 from quark.core.run import Run
+from quark.data.records import check_records
 from quark.eval.evaluated_model import ALLOWED, EVALUATED_EXPORTS, KEY
 from quark.eval.harness import ARITHMETIC
 from quark.eval.pairs import ALLOWED as PAIRS_ALLOWED
@@ -33,6 +34,7 @@ from quark.eval.pairs import KEY as PAIRS_KEY
 from quark.eval.pairs import questions_dir
 from quark.lineage.data import validation_data
 from quark.lineage.finding import holds_split
+from quark.lineage.model_files import check_weights
 from quark.lineage.models import ModelLocation, find_model, has_chat_template
 from quark.models.hf import check_seq_len
 
@@ -97,6 +99,7 @@ def inputs(cfg: DictConfig) -> EvaluateInputs:
     from quark.eval.regression import read_baseline
 
     model = find_model(cfg, KEY, ALLOWED, exports=EVALUATED_EXPORTS)
+    check_weights(model.directory, KEY, ALLOWED)
     tasks, notes = measured(cfg, model)
     data_dir = None
     windows = None
@@ -117,6 +120,7 @@ def inputs(cfg: DictConfig) -> EvaluateInputs:
             raise ConfigError(
                 PAIRS_KEY, f"{split} has no {cfg.step.exact_match.split}.jsonl", PAIRS_ALLOWED
             )
+        check_records(split, (f"{cfg.step.exact_match.split}.jsonl",), PAIRS_KEY, PAIRS_ALLOWED)
     if not ("exact_match" in tasks or ARITHMETIC in cfg.step.lm_eval.tasks):
         split = None
     include = cfg.step.lm_eval.include_path
@@ -187,7 +191,7 @@ def _rag_index(cfg: DictConfig, model: ModelLocation) -> Path:
     found = find_run(cfg, ("retrieve",), key="step.rag.index", allowed=allowed)
     if found is None:
         raise missing(cfg, "step.rag.index", "retrieve run", allowed)
-    step = verify_run(found).get("step")
+    step = verify_run(found, "step.rag.index", allowed).get("step")
     if step != "retrieve" or not (found / "graph" / "graph.json").is_file():
         raise ConfigError(
             "step.rag.index", f"{found} is not a retrieve run with a code graph ({step} run)",
@@ -269,6 +273,9 @@ def _red_team_inputs(cfg: DictConfig, model: ModelLocation) -> tuple[Path | None
             f"{data} holds no test.jsonl of text/label records",
             RED_TEAM_DATA_ALLOWED,
         )
+    if data is not None:
+        splits = ("train.jsonl", "val.jsonl", "test.jsonl")
+        check_records(data, splits, "step.red_team.data_dir", RED_TEAM_DATA_ALLOWED)
     return classifier, data
 
 

@@ -25,8 +25,9 @@ from omegaconf import DictConfig
 from quark.core.console import print_run_summary
 from quark.core.errors import ConfigError
 from quark.core.run import Run
-from quark.data.records import holds_records
+from quark.data.records import check_records, holds_records
 from quark.lineage.finding import find_run, missing
+from quark.lineage.model_files import check_tokenizer, check_weights
 from quark.lineage.models import ModelLocation, locate_model
 from quark.models.hf import check_seq_len
 
@@ -34,7 +35,7 @@ INIT_FROM_ALLOWED = (
     "give a pretrain or finetune run directory, or a Hugging Face model directory "
     "(config.json, weights, tokenizer)"
 )
-
+TOKENIZER_ALLOWED = "give a Hugging Face tokenizer directory, or a model directory saved with one"
 
 PAIRS_ALLOWED = (
     "make one with: python launch.py step=data data=arithmetic_sft, or give a directory "
@@ -90,8 +91,13 @@ def inputs(cfg: DictConfig) -> FinetuneInputs:
     model = locate_model(
         source, "step.init_from", INIT_FROM_ALLOWED, needs_tokenizer=tokenizer_dir is None
     )
+    check_weights(model.directory, "step.init_from", INIT_FROM_ALLOWED)
+    if tokenizer_dir is not None:
+        check_tokenizer(tokenizer_dir, "step.tokenizer", TOKENIZER_ALLOWED)
     check_seq_len(int(cfg.step.seq_len), model.positions or int(cfg.step.seq_len))
-    data_dir = find_run(cfg, ("data",), key="step.data_dir", holds=holds_pairs)
+    data_dir = find_run(
+        cfg, ("data",), key="step.data_dir", holds=holds_pairs, allowed=SPLITS_ALLOWED
+    )
     if data_dir is None:
         raise missing(cfg, "step.data_dir", "data run of prompt/response pairs", PAIRS_ALLOWED)
     if not holds_pairs(data_dir):
@@ -101,6 +107,7 @@ def inputs(cfg: DictConfig) -> FinetuneInputs:
             "give a data run of data=arithmetic_sft, or a directory of jsonl records with "
             "prompt and response fields",
         )
+    check_records(data_dir, ("train.jsonl", "val.jsonl"), "step.data_dir", SPLITS_ALLOWED)
     return FinetuneInputs(model, data_dir, tokenizer_dir)
 
 

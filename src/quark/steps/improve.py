@@ -68,6 +68,7 @@ def inputs(cfg: DictConfig) -> ImproveInputs:
     production, the newest align or finetune run), its task set and, when the cycle looks for
     high-loss windows, its pretraining data and a retrieve run. The registry's production is not
     an input: a pipeline rerun with nothing changed reuses this run even after it promoted."""
+    from quark.data.records import check_records
     from quark.governance.registry import production_run
     from quark.lineage.finding import (
         find_run,
@@ -76,10 +77,12 @@ def inputs(cfg: DictConfig) -> ImproveInputs:
         nearest_ancestor,
         newest_completed,
     )
+    from quark.lineage.model_files import check_weights
     from quark.lineage.models import has_chat_template, locate_model
     from quark.steps.finetune import holds_pairs
 
     step = cfg.step
+    check_governance_files(cfg)
     if str(cfg.trainer.devices) != "1" or str(cfg.trainer.num_nodes) != "1":
         raise ConfigError(
             "trainer.devices", f"{cfg.trainer.devices} devices on {cfg.trainer.num_nodes} "
@@ -93,6 +96,7 @@ def inputs(cfg: DictConfig) -> ImproveInputs:
     if source is None:
         raise missing(cfg, "step.model_dir", "align or finetune run", MODEL_ALLOWED)
     model = locate_model(source, "step.model_dir", MODEL_ALLOWED)
+    check_weights(model.directory, "step.model_dir", MODEL_ALLOWED)
     if not has_chat_template(model.directory):
         raise ConfigError(
             "step.model_dir",
@@ -121,6 +125,9 @@ def inputs(cfg: DictConfig) -> ImproveInputs:
             "step.pairs_dir", f"{pairs} holds no train.jsonl, val.jsonl and {split}.jsonl "
             "of prompt/response records", PAIRS_ALLOWED,
         )  # fmt: skip
+    check_records(
+        pairs, ("train.jsonl", "val.jsonl", f"{split}.jsonl"), "step.pairs_dir", PAIRS_ALLOWED
+    )
     corpus = retrieval = None
     if int(step.failures.high_loss_windows) > 0:
         # the data the model was pretrained on (an ancestor: its tokenizer is the model's)
@@ -137,6 +144,41 @@ def inputs(cfg: DictConfig) -> ImproveInputs:
                 "give a retrieve run directory (python launch.py step=retrieve)",
             )  # fmt: skip
     return ImproveInputs(model, pairs, corpus, retrieval)
+
+
+def check_governance_files(cfg: DictConfig) -> None:
+    """The files the governance group names are ones a cycle can use: the registry's SQLite
+    database (a missing one is created), the audit log it appends to, and a signed approval
+    (its content is the gate's to judge: a bad one is a refusal, not an error)."""
+    from quark.core.files import sqlite_problem
+    from quark.governance.audit import append_problem
+    from quark.governance.registry import SQLITE, audit_log_path, registry_uri
+
+    governance = cfg.governance
+    output_dir, experiment = Path(str(cfg.paths.output_dir)), str(cfg.experiment_name)
+    uri = registry_uri(governance, output_dir, experiment)
+    database = Path(uri.removeprefix(SQLITE)) if uri.startswith(SQLITE) else None
+    problem = sqlite_problem(database) if database is not None else None
+    if problem is not None:
+        raise ConfigError(
+            "governance.registry.uri", f"{database} {problem}",
+            "a SQLite file the registry wrote, a new path, or another database URI",
+        )  # fmt: skip
+    audit = audit_log_path(governance, output_dir, experiment)
+    problem = append_problem(audit)
+    if problem is not None:
+        raise ConfigError(
+            "governance.audit_log", f"{audit} {problem}",
+            "the audit log earlier cycles wrote, or a new path (null: registry/audit.jsonl)",
+        )  # fmt: skip
+    approval = governance.approval.file
+    path = Path(str(approval)).expanduser() if approval else None
+    if path is not None and (path.is_symlink() or path.exists()) and not path.is_file():
+        problem = "is not a file" if path.exists() else "is a link to nothing"
+        raise ConfigError(
+            "governance.approval.file", f"{path} {problem}",
+            "a signed approval file (quark audit approve writes one)",
+        )  # fmt: skip
 
 
 def _step_of(path: Path) -> str | None:

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from quark.core.errors import StepFailed
 from quark.core.run import Run
 from quark.lineage.data import validation_data
+from quark.lineage.model_files import check_weights
 from quark.lineage.models import ModelLocation, find_model
 from quark.models.hf import WEIGHT_FILES, check_seq_len
 
@@ -59,6 +60,7 @@ def inputs(cfg: DictConfig) -> OptimizeInputs:
     format_module(str(cfg.export.name)).check(
         model.directory, model.config, str(cfg.export.precision)
     )
+    check_weights(model.directory, "step.model_dir", MODEL_DIR_ALLOWED)
     return OptimizeInputs(model, validation_data(cfg, model))
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from quark.core.errors import ConfigError
-from quark.core.run import Run
+from quark.core.run import MANIFEST, Run, verify_run
 
 log = logging.getLogger("quark")
 
@@ -82,11 +82,33 @@ def inputs(cfg: DictConfig) -> OrchestrateInputs:
     from quark.safety.guard import classifier_dir
 
     classifier = classifier_dir(cfg) if models else None
+    check_kept_files(cfg.step)
     return OrchestrateInputs(models, index, reward_model, retrievals, classifier)  # type: ignore[arg-type]
+
+
+def check_kept_files(step: Any) -> None:
+    """The SQLite files the gateway keeps across runs (step.outcomes, step.memory.path), when
+    they exist, are databases it can open: one cut short or of another kind is refused here,
+    before the run starts (a missing one is created)."""
+    from quark.core.files import sqlite_problem
+
+    kept = [("step.outcomes", step.outcomes)]
+    kept += [("step.memory.path", step.memory.path)] if step.memory.enabled else []
+    for key, named in kept:
+        path = Path(str(named)).expanduser()
+        problem = sqlite_problem(path)
+        if problem is not None:
+            raise ConfigError(
+                key, f"{path} {problem}",
+                "a SQLite file the gateway wrote, or a new path (it is created); move a "
+                "damaged file away to start afresh",
+            )  # fmt: skip
 
 
 def reward_model_of(router: Any) -> Path | None:
     """The reward model directory router.reward reads (reward_model), checked."""
+    from quark.lineage.model_files import check_classifier
+
     allowed = "an align=reward_model run (its reward_model/) or such a directory"
     if str(router.reward) != "reward_model":
         return None
@@ -96,14 +118,17 @@ def reward_model_of(router: Any) -> Path | None:
     directory = Path(str(router.reward_model_dir)).expanduser()
     if not directory.exists():
         raise ConfigError("router.reward_model_dir", f"{directory} does not exist", allowed)
-    return directory / "reward_model" if (directory / "reward_model").is_dir() else directory
+    if (directory / MANIFEST).exists():
+        verify_run(directory, "router.reward_model_dir", allowed)
+    found = directory / "reward_model" if (directory / "reward_model").is_dir() else directory
+    check_classifier(found, "router.reward_model_dir", allowed, "reward model")
+    return found
 
 
 def retrieve_run(named: Any, key: str, cfg: Any = None) -> Path | None:
     """A retrieve run named by path, or `latest:retrieve` (the one a pipeline handed over,
     else the newest completed one of the experiment: what a pipeline stage names before the
     run exists); checked."""
-    from quark.core.run import verify_run
     from quark.lineage.finding import find_run
 
     if not named:
@@ -126,7 +151,7 @@ def retrieve_run(named: Any, key: str, cfg: Any = None) -> Path | None:
             f"{path} {'does not exist' if not path.exists() else 'is not a directory'}",
             allowed,
         )
-    step = verify_run(path).get("step")
+    step = verify_run(path, key, allowed).get("step")
     if step != "retrieve":
         raise ConfigError(key, f"{path} is a {step} run", allowed)
     return path

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from quark.core.console import print_run_summary
 from quark.core.errors import ConfigError
 from quark.core.run import Run
+from quark.lineage.data import SHARDS_ALLOWED, shard_index
 from quark.lineage.finding import find_run, holds_shards, missing
 from quark.models.hf import check_seq_len
 from quark.models.llama import LlamaShape
@@ -54,15 +55,12 @@ def inputs(cfg: DictConfig) -> PretrainInputs:
     """The data run: step.data_dir, else the one a pipeline handed over, else the newest
     completed data run of the experiment with token shards (quark.lineage)."""
     model_shape(cfg)  # a bad model or sequence length fails before anything is read
-    data_dir = find_run(cfg, ("data",), key="step.data_dir", holds=holds_shards)
+    data_dir = find_run(
+        cfg, ("data",), key="step.data_dir", holds=holds_shards, allowed=SHARDS_ALLOWED
+    )
     if data_dir is None:
         raise missing(cfg, "step.data_dir", "data run with token shards", DATA_ALLOWED)
-    if not holds_shards(data_dir):
-        raise ConfigError(
-            "step.data_dir",
-            f"{data_dir} holds no token shards",
-            "give a completed data run of a corpus (not a task set)",
-        )
+    shard_index(data_dir)  # token shards, whole, each as long as the index says
     return PretrainInputs(data_dir)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from quark.core.errors import ConfigError
+from quark.core.errors import ConfigError, QuarkError, one_line
 from quark.core.run import Run
 
 log = logging.getLogger("quark")
@@ -88,12 +88,12 @@ def inputs(cfg: DictConfig) -> RetrieveInputs:
         add_to = Path(str(cfg.step.add_to)).expanduser()
         if not add_to.is_dir():
             raise ConfigError("step.add_to", f"{add_to} is not a directory", ADD_TO_ALLOWED)
-        manifest = verify_run(add_to)
+        manifest = verify_run(add_to, "step.add_to", ADD_TO_ALLOWED)
         if manifest.get("step") != "retrieve":
             raise ConfigError(
                 "step.add_to", f"{add_to} is a {manifest.get('step')} run", ADD_TO_ALLOWED
             )
-        built = json.loads((add_to / "index" / "index.json").read_text())
+        built = _built_index(add_to)
         if (built["dense"] or "bm25") != str(cfg.index.kind):
             raise ConfigError(
                 "index", f"{add_to} holds a {built['dense'] or 'bm25'} index and this run asks for "
@@ -108,16 +108,37 @@ def data_run_sources(data_run: Path) -> tuple[Any, dict[str, Path | dict[str, An
     from omegaconf import OmegaConf
 
     from quark.core.run import verify_run
+    from quark.core.schemas.data import SOURCE_TYPES, SourceSchema
     from quark.data.sources import source_records
 
     allowed = "give a completed data run of a corpus (python launch.py step=data)"
     if not data_run.is_dir():
         raise ConfigError("step.data_dir", f"{data_run} is not a directory", allowed)
-    manifest = verify_run(data_run)
-    config = OmegaConf.load(data_run / "config.yaml")
-    if manifest.get("step") != "data" or config.data.get("kind") != "corpus":
+    manifest = verify_run(data_run, "step.data_dir", allowed)
+    if manifest.get("step") != "data":
+        raise ConfigError("step.data_dir", f"{data_run} is a {manifest.get('step')} run", allowed)
+    try:
+        config = OmegaConf.load(data_run / "config.yaml")
+        kind = config.data.get("kind")
+        # each source as the schema has it: a config cut short fails here, not while reading
+        sources_cfg = [OmegaConf.merge(OmegaConf.structured(SourceSchema), source)
+                       for source in config.data.sources]  # fmt: skip
+        unknown = [str(s.type) for s in sources_cfg if s.type not in SOURCE_TYPES]
+        if unknown:
+            raise ValueError(f"unknown source types {unknown}")
+    except Exception as exc:  # OSError, a YAML or OmegaConf error, no data.sources
+        raise ConfigError(
+            "step.data_dir", f"{data_run / 'config.yaml'} is unreadable ({one_line(str(exc))})",
+            allowed,
+        ) from None  # fmt: skip
+    if kind != "corpus":
         raise ConfigError("step.data_dir", f"{data_run} is not a data run of a corpus", allowed)
-    sources = source_records(config.data.sources)
+    try:
+        sources = source_records(sources_cfg)
+    except QuarkError as exc:  # its config.yaml names sources that are not there (now)
+        raise ConfigError(
+            "step.data_dir", f"the sources {data_run} read cannot be read again ({exc})", allowed
+        ) from None
     recorded = {item.get("role"): item for item in manifest.get("inputs", [])}
     for role, record in sources.items():
         then = recorded.get(role, {}).get("sha256")
@@ -130,6 +151,18 @@ def data_run_sources(data_run: Path) -> tuple[Any, dict[str, Path | dict[str, An
                 "rerun the data step, or index the sources as they are now (leave step.data_dir out)",
             )
     return config.data, sources
+
+
+def _built_index(run_dir: Path) -> dict[str, Any]:
+    """index/index.json of retrieve run `run_dir` (step.add_to): what its index was built as."""
+    path = run_dir / "index" / "index.json"
+    try:
+        built = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError("step.add_to", f"{path} is unreadable ({exc})", ADD_TO_ALLOWED) from None
+    if not isinstance(built, dict) or "dense" not in built:
+        raise ConfigError("step.add_to", f"{path} is not a retrieve run's index", ADD_TO_ALLOWED)
+    return built
 
 
 def run(cfg: DictConfig, run: Run, inputs: RetrieveInputs) -> dict[str, float]:
@@ -206,10 +239,13 @@ def run(cfg: DictConfig, run: Run, inputs: RetrieveInputs) -> dict[str, float]:
 
 def quark_model_dir(cfg: DictConfig) -> Path:
     """embedder=quark_model's model: embedder.path, else the newest finetune, else pretrain run."""
+    from quark.lineage.model_files import check_weights
     from quark.lineage.models import find_model
 
     allowed = "give a pretrain, finetune or align run directory or a Hugging Face model directory"
-    return find_model(cfg, "embedder.path", allowed).directory
+    directory = find_model(cfg, "embedder.path", allowed).directory
+    check_weights(directory, "embedder.path", allowed)
+    return directory
 
 
 def _embedder(cfg: DictConfig, inputs: RetrieveInputs) -> Any:

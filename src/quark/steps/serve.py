@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 
 from quark.core.errors import ConfigError, StepFailed
 from quark.core.run import MANIFEST, Run
+from quark.lineage.model_files import check_weights
 from quark.lineage.models import ModelLocation, find_model
 
 log = logging.getLogger("quark")
@@ -59,6 +60,7 @@ def inputs(cfg: DictConfig) -> ServeInputs:
     from quark.safety.guard import classifier_dir
 
     model = find_model(cfg, "step.model_dir", MODEL_DIR_ALLOWED, SERVED_EXPORTS)
+    check_weights(model.directory, "step.model_dir", MODEL_DIR_ALLOWED)
     return ServeInputs(model, classifier_dir(cfg), retrieval_index(cfg))
 
 
@@ -74,7 +76,7 @@ def retrieval_index(cfg: DictConfig) -> Path | None:
     if not path.is_dir():
         problem = "does not exist" if not path.exists() else "is not a directory"
         raise ConfigError("step.retrieval.index", f"{path} {problem}", allowed)
-    step = verify_run(path).get("step")
+    step = verify_run(path, "step.retrieval.index", allowed).get("step")
     if step != "retrieve":
         raise ConfigError("step.retrieval.index", f"{path} is a {step} run", allowed)
     return path

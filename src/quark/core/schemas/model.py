@@ -69,3 +69,27 @@ class ModelSchema:
                     f"{kv_heads} does not divide model.num_heads={heads}",
                     "grouped-query attention needs num_heads to be a multiple of num_kv_heads",
                 )
+        else:
+            check_local_config(self.name_or_path)
+
+
+def check_local_config(name_or_path: str) -> None:
+    """model.name_or_path's config.json, when it is on this machine, is a JSON object: checked
+    with the config, before any step reads it (a hub name, or a directory without one, is the
+    loader's to refuse)."""
+    import json
+    from pathlib import Path
+
+    path = Path(name_or_path).expanduser()
+    config = path / "config.json" if path.is_dir() else path
+    if not config.is_file():
+        return
+    allowed = "give a Hugging Face model directory whose config.json is a model's config"
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ConfigError(
+            "model.name_or_path", f"{config} is unreadable ({exc})", allowed
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError("model.name_or_path", f"{config} is not a JSON object", allowed)

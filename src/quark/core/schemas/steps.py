@@ -33,6 +33,10 @@ def check_resume(resume: str | None) -> None:
             "of file)",
             RESUME_ALLOWED,
         )
+    if path.is_dir() and not any(p.is_file() for p in path.rglob("*")):
+        raise ConfigError(
+            "step.resume", f"{path} is not a checkpoint (an empty directory)", RESUME_ALLOWED
+        )
 
 
 @dataclass
