@@ -52,10 +52,11 @@ def test_a_rerun_sweep_reuses_completed_jobs_and_resumes_an_interrupted_one(
     resumed_dir = Path(second[1]["run_dir"])
     resumed = json.loads((resumed_dir / "manifest.json").read_text())
     assert resumed["resumed_from"] == str(killed / "checkpoints" / "step_000004.ckpt")
-    # it trained steps 5 to 8 (not zero steps from a final checkpoint): its log starts after
-    # step 4 and holds the in-training validation after step 8 (step index 7), not only the
-    # final one; and it ends at the same weights
+    # it trained steps 5 to 8 (not zero steps from a final checkpoint): its log starts with
+    # step 4's validation (step index 3: step 4's checkpoint was saved before it, so the
+    # resumed run owes it) and holds the in-training validation after step 8 (step index 7),
+    # not only the final one; and it ends at the same weights
     with (resumed_dir / "logs" / "metrics.csv").open() as handle:
         validated = [int(r["step"]) for r in csv.DictReader(handle) if r.get("val/loss")]
-    assert min(validated) >= 4 and 7 in validated, validated
+    assert validated[0] == 3 and 7 in validated, validated
     assert float(second[1]["val_loss"]) == pytest.approx(float(first[1]["val_loss"]), abs=1e-6)

@@ -16,8 +16,15 @@ from ..conftest import CONF, launcher, manifests
 from .conftest import newest
 from .test_pretrain import TINY_MODEL as PRETRAIN_MODEL
 
-# room for the red team's framed requests
-TINY_MODEL = [*(a for a in PRETRAIN_MODEL if "max_seq_len" not in a), "model.max_seq_len=512"]
+# room for the red team's framed requests. The pretrain run is 4 steps, so the classifier starts
+# from what is nearly the model's initialisation: transformers' normal(0.02) (model.init=hf).
+# The default scaled init draws std sqrt(2 / (5 * 64)) = 0.079 at this width, from which 80
+# steps separated unsafe from benign by 0.22 (recall - false positives), against > 0.3 here.
+TINY_MODEL = [
+    *(a for a in PRETRAIN_MODEL if "max_seq_len" not in a),
+    "model.max_seq_len=512",
+    "model.init=hf",
+]
 CLASSIFIER = [
     "step=align",
     "align=safety_classifier",
