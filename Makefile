@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # llama-cpp-python (dev extra) builds from source: portable flags, and no llava (about 200 s)
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 
-.PHONY: install demo test lint typecheck pytest bench clean
+.PHONY: install demo test lint typecheck pytest bench clean litgpt-venv
 
 # what pipeline=demo runs (export=onnx_int8, step=serve): no llama.cpp build, no test tools
 DEMO_STAMP := $(VENV)/.installed-demo
@@ -27,6 +27,15 @@ $(DEMO_STAMP): pyproject.toml constraints/cpu.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(CONSTRAINTS) -e '.[export,serve]'
 	touch $(DEMO_STAMP)
+
+# LitGPT in a virtual environment of its own, for bench/pretrain_vs_litgpt.py (never a Quark
+# dependency: it pins its own lightning and jsonargparse)
+LITGPT_VENV := bench/.venv-litgpt
+litgpt-venv: $(LITGPT_VENV)/bin/litgpt
+
+$(LITGPT_VENV)/bin/litgpt:
+	$(PYTHON) -m venv $(LITGPT_VENV)
+	$(LITGPT_VENV)/bin/pip install --quiet $(CONSTRAINTS) 'litgpt==0.5.13' litdata pyyaml
 
 demo: $(DEMO_STAMP)
 	$(PY) launch.py pipeline=demo
