@@ -54,6 +54,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def kept_file_problem(path: Path) -> str | None:
+    """What keeps `path` from being a file a step keeps and creates when it is missing: a link
+    to nothing, or something that is not a file; None when it is a file or is not there yet."""
+    if not path.exists():
+        return "is a link to nothing" if path.is_symlink() else None
+    return None if path.is_file() else "is not a file"
+
+
 def sqlite_problem(path: Path) -> str | None:
     """What keeps `path` from being the SQLite database a step keeps (and creates when it is
     missing), or None: a link to nothing, a directory, a file that is not a database or one cut
@@ -62,10 +70,9 @@ def sqlite_problem(path: Path) -> str | None:
     from urllib.parse import quote
 
     path = Path(path)
-    if not path.exists():
-        return "is a link to nothing" if path.is_symlink() else None
-    if not path.is_file():
-        return "is not a file"
+    problem = kept_file_problem(path)
+    if problem or not path.exists():
+        return problem
     try:
         with contextlib.closing(
             sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from quark.core.errors import QuarkError
-from quark.core.files import write_json_atomic
+from quark.core.files import kept_file_problem, write_json_atomic
 
 GENESIS = "0" * 64
 CHAIN_KEYS = ("seq", "time", "kind", "prev", "hash")
@@ -116,10 +116,9 @@ def append_problem(path: Path) -> str | None:
     log is started): a directory, a link to nothing, bytes that are not text, a last line that
     is not a record to chain onto. Whether the chain holds is `verify`'s to say."""
     path = Path(path)
-    if not path.exists():
-        return "is a link to nothing" if path.is_symlink() else None
-    if not path.is_file():
-        return "is not a file"
+    problem = kept_file_problem(path)
+    if problem or not path.exists():
+        return problem
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:

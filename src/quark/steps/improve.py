@@ -150,7 +150,7 @@ def check_governance_files(cfg: DictConfig) -> None:
     """The files the governance group names are ones a cycle can use: the registry's SQLite
     database (a missing one is created), the audit log it appends to, and a signed approval
     (its content is the gate's to judge: a bad one is a refusal, not an error)."""
-    from quark.core.files import sqlite_problem
+    from quark.core.files import kept_file_problem, sqlite_problem
     from quark.governance.audit import append_problem
     from quark.governance.registry import SQLITE, audit_log_path, registry_uri
 
@@ -173,8 +173,8 @@ def check_governance_files(cfg: DictConfig) -> None:
         )  # fmt: skip
     approval = governance.approval.file
     path = Path(str(approval)).expanduser() if approval else None
-    if path is not None and (path.is_symlink() or path.exists()) and not path.is_file():
-        problem = "is not a file" if path.exists() else "is a link to nothing"
+    problem = kept_file_problem(path) if path is not None else None
+    if problem is not None:
         raise ConfigError(
             "governance.approval.file", f"{path} {problem}",
             "a signed approval file (quark audit approve writes one)",
