@@ -87,8 +87,10 @@ def loop(config_json: str, windows_npy: str, steps: int, compile: bool, schedule
         losses.append(float(loss))
         stamps.append(time.perf_counter() - started)
     tokens_per_step = micro * (windows.shape[1] - 1)
-    warm = 10  # steps 11.. are steady state (compilation and first allocations done)
-    steady = (steps - warm) * tokens_per_step / (stamps[-1] - stamps[warm - 1])
+    # this script's folder is on sys.path; that module's top imports only the standard library
+    from pretrain_vs_litgpt import steady_tokens_per_s
+
+    steady = steady_tokens_per_s(dict(enumerate(stamps, start=1)), steps, tokens_per_step)
     return {
         "tokens_per_s": steady,
         "train_loss_last10": sum(losses[-10:]) / 10,

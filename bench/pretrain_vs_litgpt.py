@@ -52,6 +52,15 @@ VAL_WINDOWS = 64
 WARM_STEPS = 10  # steady state is steps 11..N
 
 
+def steady_tokens_per_s(seconds_after: dict[int, float], steps: int, tokens_per_step: int) -> float:
+    """Tokens/s over steps WARM_STEPS + 1..steps, from the elapsed seconds after each step
+    (1-based): compilation and first allocations are behind. Used by both sides of the bench
+    (bench/litgpt_side.py imports it: this module imports nothing outside the standard library
+    at its top)."""
+    elapsed = seconds_after[steps] - seconds_after[WARM_STEPS]
+    return (steps - WARM_STEPS) * tokens_per_step / elapsed
+
+
 def litgpt_config() -> dict[str, Any]:
     """LitGPT's Config of the same Llama."""
     return {
@@ -236,7 +245,7 @@ def litgpt_pretrain(
     rows = [r for r in csv.DictReader(metrics.open()) if r.get("loss")]
     times = {int(r["iter"]): float(r["time"]) for r in rows if r.get("time")}
     tokens_per_step = micro * SEQ_LEN
-    steady = (steps - WARM_STEPS) * tokens_per_step / (times[steps] - times[WARM_STEPS])
+    steady = steady_tokens_per_s(times, steps, tokens_per_step)
     done = subprocess.run(
         [str(python), str(REPO / "bench" / "litgpt_side.py"), "eval",
          str(out / "final" / "lit_model.pth"), json.dumps(litgpt_config()), str(val)],
@@ -300,9 +309,9 @@ def hf_plain_loop(train: Path, steps: int, compiled: bool) -> dict[str, float]:
         stamps.append(time.perf_counter() - started)
     tokens_per_step = micro * SEQ_LEN
     return {
-        "tokens_per_s": (steps - WARM_STEPS)
-        * tokens_per_step
-        / (stamps[-1] - stamps[WARM_STEPS - 1]),
+        "tokens_per_s": steady_tokens_per_s(
+            dict(enumerate(stamps, start=1)), steps, tokens_per_step
+        ),
         "train_loss_last10": statistics.fmean(losses[-10:]),
         "seconds": stamps[-1],
     }
