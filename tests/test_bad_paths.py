@@ -168,6 +168,29 @@ def model_dir(tmp: Path, name: str = "model", **kinds: bool) -> Path:
     return write_files(tmp / name, model_files(**kinds))
 
 
+def onnx_dir(tmp: Path, external: bool = False) -> Path:
+    """A plain ONNX export directory (model.onnx beside config.json and the tokenizer): two
+    MatMuls over initializers, their data in model.onnx.data with `external`."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = [numpy_helper.from_array(np.ones((16, 16), np.float32), f"w{i}") for i in range(2)]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w0"], ["h"]), helper.make_node("MatMul", ["h", "w1"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+        weights,
+    )  # fmt: skip
+    directory = write_files(
+        tmp / "onnx", {k: v for k, v in model_files().items() if k != "model.safetensors"}
+    )
+    onnx.save_model(helper.make_model(graph), str(directory / "model.onnx"), save_as_external_data=external,
+                    location="model.onnx.data", size_threshold=0)  # fmt: skip
+    return directory
+
+
 def run_dir(
     tmp: Path, step: str, files: dict[str, bytes | str], status: str = "completed", config: str = ""
 ) -> Path:
@@ -522,6 +545,9 @@ ROWS = [
     Row("evaluate", "step.model_dir", "undecodable-tokenizer", lambda t: evaluate(t, f"step.model_dir={broken(model_dir(t, 'start'), 'tokenizer.json', garble)}")),
     Row("evaluate", "step.model_dir", "truncated-safetensors", lambda t: evaluate(t, f"step.model_dir={broken(model_dir(t, 'start'), 'model.safetensors', cut_tail)}")),
     Row("evaluate", "step.model_dir", "a-data-run", lambda t: evaluate(t, f"step.model_dir={data_run(t)}")),
+    Row("evaluate", "step.model_dir", "truncated-onnx", lambda t: evaluate(t, f"step.model_dir={broken(onnx_dir(t), 'model.onnx', cut)}")),
+    Row("evaluate", "step.model_dir", "undecodable-onnx", lambda t: evaluate(t, f"step.model_dir={broken(onnx_dir(t), 'model.onnx', garble)}")),
+    Row("evaluate", "step.model_dir", "truncated-onnx-external-data", lambda t: evaluate(t, f"step.model_dir={broken(onnx_dir(t, external=True), 'model.onnx.data', cut)}")),
     Row("evaluate", "step.model_dir", "truncated-manifest", lambda t: evaluate(t, f"step.model_dir={broken(model_run(t), 'manifest.json', cut)}")),
     Row("evaluate", "step.model_dir", "running-run", lambda t: evaluate(t, f"step.model_dir={model_run(t, status='running')}")),
     Row("evaluate", "step.data_dir", "truncated-index-plain-dir", lambda t: evaluate(t, f"step.data_dir={broken(shards_dir(t), 'shards/index.json', cut)}")),

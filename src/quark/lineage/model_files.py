@@ -111,6 +111,43 @@ def _check_weight_file(path: Path, key: str, allowed: str) -> None:
         )  # fmt: skip
 
 
+def check_onnx(path: Path, key: str, allowed: str) -> None:
+    """`path` is a whole ONNX model: its graph parses and is well formed (every node's inputs
+    are defined, so a file cut between two initializers is caught too), and each tensor kept
+    in an external data file has its bytes there. Nothing runs; the external data is not read.
+
+    Raises:
+        ConfigError: on `key`, naming the file and what is wrong, with `allowed`.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if path.stat().st_size == 0:
+        raise ConfigError(key, f"{path} is empty", allowed)
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except (DecodeError, onnx.checker.ValidationError, RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            key, f"{path} is not a whole ONNX model (truncated, or another kind of file: "
+            f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__})",
+            allowed,
+        ) from None  # fmt: skip
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entry = {e.key: e.value for e in tensor.external_data}
+        data = path.parent / entry.get("location", "")
+        needed = int(entry.get("offset", 0)) + int(entry.get("length", 0))
+        size = data.stat().st_size if data.is_file() else -1
+        if size < needed:
+            problem = f"is cut short ({size} bytes, {needed} needed)" if size >= 0 else "is missing"
+            raise ConfigError(
+                key, f"{data} (external data of {path.name}, tensor {tensor.name}) {problem}",
+                allowed,
+            )  # fmt: skip
+
+
 def check_classifier(
     directory: Path, key: str, allowed: str, kind: str = "text classifier"
 ) -> dict[str, Any]:

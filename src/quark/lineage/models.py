@@ -20,7 +20,7 @@ from typing import Any
 
 from quark.core.errors import ConfigError
 from quark.core.run import MANIFEST, verify_run
-from quark.lineage.model_files import check_tokenizer, read_json
+from quark.lineage.model_files import check_onnx, check_tokenizer, read_json
 from quark.models.hf import WEIGHT_FILES
 
 # the file an export runs from, by format; hf and torchao exports hold Hugging Face weights
@@ -89,7 +89,10 @@ def locate_model(
             raise ConfigError(
                 key, f"{source} is not a model (no config.json with weights or model.onnx)", allowed
             )
-        return _checked(source, source, key, allowed, export, None)
+        location = _checked(source, source, key, allowed, export, None)
+        if export is not None:  # a run's export is checked by its sha256 instead
+            check_onnx(source / EXPORT_FILES[export], key, allowed)
+        return location
     # a run is read only once it completed and its files are still the ones it recorded
     manifest = verify_run(source, key, allowed)
     step = manifest.get("step")
