@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from quark.core.errors import QuarkError
+from quark.core.errors import ConfigError, QuarkError
 from quark.data.sources import SourceStats, read_source, stdlib_files
 
 
@@ -55,7 +55,14 @@ def test_jsonl_reads_the_named_field(tmp_path: Path) -> None:
     )
     texts, _ = read(spec(type="jsonl", paths=[str(path)], text_field="content"))
     assert texts == ["doc 0", "doc 1", "doc 2"]
-    with pytest.raises(QuarkError, match=r"d.jsonl:1: no 'text' field"):
+    with pytest.raises(ConfigError) as missing:
+        read(spec(type="jsonl", paths=[str(path)]))
+    assert str(missing.value) == (
+        f"data.sources.0.text_field: 'text' is not a field of {path}:1 (its fields: content, "
+        "other); a field every record of the source has"
+    )
+    path.write_text('["a list"]\n')
+    with pytest.raises(ConfigError, match=r"data.sources.0.paths: .*d.jsonl:1: a JSON list"):
         read(spec(type="jsonl", paths=[str(path)]))
     path.write_text('{"text": "ok"}\nnot json\n')
     with pytest.raises(QuarkError, match=r"d.jsonl:2: not valid JSON"):
@@ -72,7 +79,10 @@ def test_parquet_reads_the_named_column(tmp_path: Path) -> None:
     )
     texts, stats = read(spec(type="parquet", paths=[str(tmp_path / "t.parquet")]))
     assert texts[0] == "row 0" and texts[-1] == "row 2499" and stats.documents == 2500
-    with pytest.raises(QuarkError, match="no column 'body'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^data.sources.0.text_field: 'body' is not a field of .*t.parquet \(its fields: text, n\)",
+    ):
         read(spec(type="parquet", paths=[str(tmp_path / "t.parquet")], text_field="body"))
 
 

@@ -160,14 +160,29 @@ def _jsonl_records(
                 f"{stats.name}.paths", f"{path}:{number}: not valid JSON (cut short, or not JSON "
                 "lines)", f"JSON lines, each an object with a '{text_field}' field",
             ) from None  # fmt: skip
-        if not isinstance(record, dict) or text_field not in record:
-            raise QuarkError(
-                f"{path}:{number}: no '{text_field}' field (set the source's text_field)"
-            )
+        if not isinstance(record, dict):
+            raise ConfigError(
+                f"{stats.name}.paths", f"{path}:{number}: a JSON {type(record).__name__}, not an "
+                "object", f"JSON lines, each an object with a '{text_field}' field",
+            )  # fmt: skip
+        if text_field not in record:
+            raise no_text_field(stats, f"{path}:{number}", text_field, list(record))
         stats.documents += 1
         stats.bytes += len(raw)
         stats.undecodable_bytes += bad
         yield Document(stats.name, f"{path}:{number}", str(record[text_field]), bad)
+
+
+def no_text_field(
+    stats: SourceStats, where: str, text_field: str, fields: list[str]
+) -> ConfigError:
+    """A record or table without the source's text field: on `<source>.text_field`, naming
+    the fields it has."""
+    return ConfigError(
+        f"{stats.name}.text_field",
+        f"'{text_field}' is not a field of {where} (its fields: {', '.join(map(str, fields)) or 'none'})",
+        "a field every record of the source has",
+    )
 
 
 def _parquet(files: list[Path], text_field: str, stats: SourceStats) -> Iterator[Document]:
@@ -185,9 +200,7 @@ def _parquet(files: list[Path], text_field: str, stats: SourceStats) -> Iterator
                 f"parquet files with a '{text_field}' column",
             ) from None  # fmt: skip
         if text_field not in reader.schema_arrow.names:
-            raise QuarkError(
-                f"{path}: no column '{text_field}' (columns: {', '.join(reader.schema_arrow.names)})"
-            )
+            raise no_text_field(stats, str(path), text_field, reader.schema_arrow.names)
         row = 0
         for batch in reader.iter_batches(columns=[text_field], batch_size=1024):
             for value in batch.column(0).to_pylist():
@@ -236,7 +249,7 @@ def _hf_dataset(spec: Any, stats: SourceStats) -> Iterator[Document]:
     text_field = str(spec.text_field)
     for index, record in enumerate(loaded):
         if text_field not in record:
-            raise QuarkError(f"{name}: no '{text_field}' field (set the source's text_field)")
+            raise no_text_field(stats, f"{name}#{index}", text_field, list(record))
         text = str(record[text_field])
         stats.documents += 1
         stats.bytes += len(text.encode())
