@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 from ..conftest import LaunchFn
+from ..steps.test_pretrain import TRAIN, data_run
 from .conftest import SLURM, Background, slurm
+
+__all__ = ["data_run"]  # the fixture, imported for the test below
 
 pytestmark = SLURM
 
@@ -183,3 +186,45 @@ def _array_job(state: str, task: int | None = None, timeout: float = 60) -> str:
                 return array
         time.sleep(0.5)
     raise AssertionError(f"no job array with a {state} task appeared")
+
+
+def test_a_step_that_fails_on_rank_0_alone_ends_the_job_instead_of_leaving_rank_1_waiting(
+    background: Background, outputs: Path, data_run: Path
+) -> None:
+    # the sweep directory given again after a failed sweep: rank 0 refuses to open a run over
+    # the earlier one; rank 1, which only follows rank 0's run, goes on to the rendezvous and
+    # would wait there for the process group's timeout (30 min), the job RUNNING
+    sweep = outputs / "again"
+    (sweep / "0").mkdir(parents=True)
+    earlier = {"status": "failed", "step": "pretrain", "experiment": "demo"}
+    (sweep / "0" / "manifest.json").write_text(json.dumps(earlier))
+    submitter = background(
+        "-m",
+        LOCAL,
+        *TRAIN,
+        f"step.data_dir={data_run}",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        f"hydra.sweep.dir={sweep}",
+    )
+    stdout, stderr = submitter.communicate(timeout=240)
+
+    assert submitter.returncode == 2, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("error:")] == [
+        f"error: job 0: {sweep / '0'}: already holds a run; set hydra.run.dir to a new directory "
+        "(two launches in the same second share a timestamp)"
+    ], stderr
+    [job_id] = {p.name for p in (sweep / ".submitit").iterdir() if p.name[0].isdigit()}
+    rank_1_log = (sweep / ".submitit" / job_id / f"{job_id}_1_log.err").read_text()
+    assert "already holds a run" not in rank_1_log  # rank 1 did not fail: srun ended it
+    # srun ended the step because rank 0 exited with status 1 after saving its error
+    deadline = time.monotonic() + 30  # slurmctld hands records to slurmdbd asynchronously
+    while True:
+        state = slurm("sacct", "-n", "-X", "-j", job_id, "-o", "State", "--parsable2").split()
+        if state == ["FAILED"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert state == ["FAILED"]
+    assert json.loads((sweep / "0" / "manifest.json").read_text()) == earlier
+    assert "failed" in stdout

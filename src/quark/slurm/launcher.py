@@ -14,11 +14,13 @@ Each job (`__call__`, in every srun task of it):
 - a requeued job continues its run from the newest checkpoint in its job directory
   (quark.slurm.requeue saved one there before requeueing);
 - a job's error travels back as a `JobError` line (exceptions do not all pickle) and goes to
-  the job's log.
+  the job's log; a task whose step failed then exits with status 1, so that srun ends the job's
+  other tasks instead of leaving them waiting for it.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import logging
@@ -295,7 +297,42 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 # job reports
                 raise SystemExit(1)
             result.return_value = failures[0]
+            if _task_count() > 1:
+                atexit.register(_end_the_other_tasks, rank)
         return result
+
+
+# How long a failed rank other than 0 waits for rank 0 to end as well before it ends the job's
+# other tasks itself. Bad input fails every rank within seconds of each other, and rank 0's
+# result is the job's: it must be saved before srun kills anything. A rank 0 still running after
+# this waits for the failed rank (at the rendezvous, in a collective).
+RANK_0_GRACE_S = 30.0
+
+
+def _end_the_other_tasks(rank: int, grace_s: float = RANK_0_GRACE_S) -> None:
+    """Exit with status 1 once submitit has saved this task's result (an exit handler), so that
+    srun (--kill-on-bad-exit) ends the job's other tasks. A step that failed on one rank leaves
+    the others waiting for it at the rendezvous or in a collective until the process group's
+    timeout (30 minutes), with the job RUNNING; the submitting process would wait with it.
+
+    A rank other than 0 first waits up to `grace_s` for rank 0's result, and exits normally if
+    it comes: rank 0 ended by itself, with the result the submitting process reports."""
+    if rank != 0:
+        import submitit
+        from submitit.core.utils import JobPaths
+
+        job_id = submitit.JobEnvironment().job_id
+        rank_0_result = JobPaths(os.environ["SUBMITIT_FOLDER"], job_id, task_id=0).result_pickle
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if rank_0_result.exists():
+                return
+            time.sleep(0.5)
+    for handler in logging.getLogger().handlers:  # the job's log: os._exit flushes nothing
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 # How long a failed rank of a multi-task job waits for SLURM's SIGTERM before taking its failure
