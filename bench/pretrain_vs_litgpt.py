@@ -17,7 +17,9 @@ Figures: steady tokens/s (steps 11..N), train loss (mean of the last 10 steps: o
 noisy), validation loss of each final model on the same 64 windows of Quark's val split (both
 use Quark's tokenizer, so token windows are comparable), and wall time from raw text to the
 trained model (Quark: its data step plus pretrain; LitGPT: `litgpt pretrain`, whose data
-preparation is inside it). Ratios are Quark over LitGPT's default (compiled).
+preparation is inside it). Ratios are Quark over LitGPT's default (compiled). Each run
+compiles from nothing (its own TORCHINDUCTOR_CACHE_DIR), as a new user's first run does;
+`--warm-compile-cache` shares the machine's cache instead, as a second run of the same shapes.
 
     make litgpt-venv                    # once: LitGPT 0.5.13 in bench/.venv-litgpt (CPU torch)
     .venv/bin/python bench/pretrain_vs_litgpt.py [--steps 60] [--rounds 2] [--init scaled]
@@ -83,9 +85,18 @@ def litgpt_config() -> dict[str, Any]:
     }
 
 
+# Where each timed run keeps torch.compile's caches: a new folder per run (a new user's first
+# run compiles from nothing), or None to share the machine's (a second run of the same shapes).
+FRESH_COMPILE_CACHES: Path | None = None
+
+
 def timed(command: list[str], env: dict[str, str] | None = None, cwd: Path = REPO) -> float:
+    env = dict(env or {})
+    if FRESH_COMPILE_CACHES is not None:
+        FRESH_COMPILE_CACHES.mkdir(parents=True, exist_ok=True)
+        env["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(dir=FRESH_COMPILE_CACHES)
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, env={**os.environ, **(env or {})},
+    done = subprocess.run(command, cwd=cwd, env={**os.environ, **env},
                           capture_output=True, text=True)  # fmt: skip
     if done.returncode != 0:
         sys.exit(f"failed: {' '.join(command)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -336,16 +347,26 @@ def main() -> None:
         help="losses at --steps only: Quark eager (each init) and LitGPT's default; no compiled "
         "Quark, no LitGPT eager, no plain loops (for long runs, e.g. --steps 600 --rounds 1)",
     )
+    parser.add_argument(
+        "--warm-compile-cache",
+        action="store_true",
+        help="share the machine's torch.compile caches between runs (by default each run "
+        "compiles from nothing, as a new user's first run does; steady tokens/s is the same "
+        "either way, wall times are not)",
+    )
     args = parser.parse_args()
     if not args.litgpt_python.exists():
         sys.exit(f"{args.litgpt_python}: no LitGPT environment; run `make litgpt-venv` first")
 
     work = Path(tempfile.mkdtemp(prefix="quark-vs-litgpt-"))
+    global FRESH_COMPILE_CACHES
+    FRESH_COMPILE_CACHES = None if args.warm_compile_cache else work / "compile-caches"
     raw = work / "raw"
     files = write_raw_text(raw)
     outputs = work / "outputs"
     print(f"{files} standard-library files as .txt in {raw}; {args.steps} steps, "
-          f"{args.rounds} rounds, torch threads {os.cpu_count()}", flush=True)  # fmt: skip
+          f"{args.rounds} rounds, torch threads {os.cpu_count()}, compile caches "
+          f"{'shared' if args.warm_compile_cache else 'new for each run'}", flush=True)  # fmt: skip
     results: dict[str, list[dict[str, float]]] = {}
     data_seconds: list[float] = []
     data_run: Path | None = None
