@@ -12,9 +12,7 @@ clip, AdamW step) on the given windows, with LitGPT's own initialisation and sch
 from __future__ import annotations
 
 import json
-import math
 import sys
-import time
 from functools import partial
 
 import numpy as np
@@ -64,8 +62,6 @@ def loop(config_json: str, windows_npy: str, steps: int, compile: bool, schedule
         betas=(schedule["beta1"], schedule["beta2"]),
     )
     forward = torch.compile(model) if compile else model
-    windows = torch.from_numpy(np.load(windows_npy)).long()
-    micro = schedule["micro_batch_size"]
     lr_at = partial(
         get_lr,
         schedule["lr"],
@@ -73,31 +69,18 @@ def loop(config_json: str, windows_npy: str, steps: int, compile: bool, schedule
         max_iters=steps,
         min_lr=schedule["lr"] * schedule["min_lr_ratio"],
     )
-    stamps, losses = [], []
-    started = time.perf_counter()
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        batch = windows[step * micro : (step + 1) * micro]
-        loss = chunked_cross_entropy(forward(batch[:, :-1]), batch[:, 1:])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), schedule["grad_clip"])
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(float(loss))
-        stamps.append(time.perf_counter() - started)
-    tokens_per_step = micro * (windows.shape[1] - 1)
     # this script's folder is on sys.path; that module's top imports only the standard library
-    from pretrain_vs_litgpt import steady_tokens_per_s
+    from pretrain_vs_litgpt import timed_plain_loop
 
-    steady = steady_tokens_per_s(dict(enumerate(stamps, start=1)), steps, tokens_per_step)
-    return {
-        "tokens_per_s": steady,
-        "train_loss_last10": sum(losses[-10:]) / 10,
-        "train_loss": losses[-1],
-        "seconds": stamps[-1],
-        "nan": any(math.isnan(x) for x in losses),
-    }
+    return timed_plain_loop(
+        list(model.parameters()),
+        optimizer,
+        torch.from_numpy(np.load(windows_npy)).long(),
+        steps,
+        schedule,
+        lr_at,
+        lambda batch: chunked_cross_entropy(forward(batch[:, :-1]), batch[:, 1:]),
+    )
 
 
 def main(argv: list[str]) -> None:

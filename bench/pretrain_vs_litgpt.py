@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import shutil
 import statistics
@@ -38,6 +39,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,46 @@ def steady_tokens_per_s(seconds_after: dict[int, float], steps: int, tokens_per_
     at its top)."""
     elapsed = seconds_after[steps] - seconds_after[WARM_STEPS]
     return (steps - WARM_STEPS) * tokens_per_step / elapsed
+
+
+def timed_plain_loop(
+    parameters: list[Any],
+    optimizer: Any,
+    windows: Any,
+    steps: int,
+    schedule: dict[str, Any],
+    lr_at: Callable[[int], float],
+    loss_of: Callable[[Any], Any],
+) -> dict[str, float]:
+    """The plain PyTorch loop both models are timed in: each step sets the learning rate
+    `lr_at(step)`, takes the next micro-batch of token `windows`, and runs `loss_of(batch)`,
+    backward, gradient clipping, the optimizer step and zero_grad. Used by both sides of the
+    bench, as steady_tokens_per_s is (torch is imported here, not at the module's top)."""
+    import torch
+
+    micro = schedule["micro_batch_size"]
+    stamps, losses = [], []
+    started = time.perf_counter()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        loss = loss_of(windows[step * micro : (step + 1) * micro])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, schedule["grad_clip"])
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss.detach()))
+        stamps.append(time.perf_counter() - started)
+    tokens_per_step = micro * (windows.shape[1] - 1)
+    return {
+        "tokens_per_s": steady_tokens_per_s(
+            dict(enumerate(stamps, start=1)), steps, tokens_per_step
+        ),
+        "train_loss_last10": statistics.fmean(losses[-10:]),
+        "train_loss": losses[-1],
+        "seconds": stamps[-1],
+        "nan": any(math.isnan(x) for x in losses),
+    }
 
 
 def litgpt_config() -> dict[str, Any]:
@@ -282,8 +324,6 @@ def hf_plain_loop(train: Path, steps: int, compiled: bool) -> dict[str, float]:
     """A plain PyTorch loop on Quark's model (transformers' LlamaForCausalLM, scaled init), with
     Quark's loss (compiled together with the model when `compiled`) and fused AdamW: what the
     Hugging Face model costs against LitGPT's own, without either framework."""
-    import math
-
     import numpy as np
     import torch
 
@@ -300,32 +340,18 @@ def hf_plain_loop(train: Path, steps: int, compiled: bool) -> dict[str, float]:
         lr=SCHEDULE["lr"], betas=(SCHEDULE["beta1"], SCHEDULE["beta2"]), fused=True,
     )  # fmt: skip
     loss_of = torch.compile(next_token_loss) if compiled else next_token_loss
-    windows = torch.from_numpy(np.load(train)).long()
-    micro, warmup = SCHEDULE["micro_batch_size"], SCHEDULE["warmup_steps"]
-    stamps, losses = [], []
-    started = time.perf_counter()
-    for step in range(steps):
+    warmup, floor = SCHEDULE["warmup_steps"], SCHEDULE["min_lr_ratio"]
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return SCHEDULE["lr"] * (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-        scale = (step + 1) / warmup if step < warmup else (
-            SCHEDULE["min_lr_ratio"] + (1 - SCHEDULE["min_lr_ratio"]) * 0.5 * (1 + math.cos(math.pi * progress)))  # fmt: skip
-        for group in optimizer.param_groups:
-            group["lr"] = SCHEDULE["lr"] * scale
-        batch = windows[step * micro : (step + 1) * micro]
-        loss = loss_of(model, batch, batch, None)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), SCHEDULE["grad_clip"])
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(float(loss))
-        stamps.append(time.perf_counter() - started)
-    tokens_per_step = micro * SEQ_LEN
-    return {
-        "tokens_per_s": steady_tokens_per_s(
-            dict(enumerate(stamps, start=1)), steps, tokens_per_step
-        ),
-        "train_loss_last10": statistics.fmean(losses[-10:]),
-        "seconds": stamps[-1],
-    }
+        return SCHEDULE["lr"] * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    return timed_plain_loop(
+        list(model.parameters()), optimizer, torch.from_numpy(np.load(train)).long(), steps,
+        SCHEDULE, lr_at, lambda batch: loss_of(model, batch, batch, None),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- the comparison
