@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from quark.core.errors import ConfigError
+from quark.core.errors import ConfigError, one_line
 from quark.models.hf import TOKENIZER_FILES
 
 
@@ -128,9 +128,9 @@ def check_onnx(path: Path, key: str, allowed: str) -> None:
         model = onnx.load_model(str(path), load_external_data=False)
         onnx.checker.check_model(model)
     except (DecodeError, onnx.checker.ValidationError, RuntimeError, ValueError) as exc:
+        why = one_line(str(exc))[:160] or type(exc).__name__
         raise ConfigError(
-            key, f"{path} is not a whole ONNX model (truncated, or another kind of file: "
-            f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__})",
+            key, f"{path} is not a whole ONNX model (truncated, or another kind of file: {why})",
             allowed,
         ) from None  # fmt: skip
     for tensor in model.graph.initializer:
