@@ -111,6 +111,40 @@ def test_consolidated_state_dict_keys_are_the_hf_models(tmp_path: Path) -> None:
     assert all(t.dtype == torch.float32 for t in loaded.values())  # full precision, widened
 
 
+def test_the_export_is_checked_weight_for_weight_against_the_model_trained_whole(
+    tmp_path: Path,
+) -> None:
+    """pretrain's check where one process holds the trained model (single, DDP, ZeRO-1/2): the
+    checkpoint's weights, in the trained model's dtype, equal the trained model's; a checkpoint
+    that does not hold them (here one weight changed after it was saved) fails the step."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from quark.core.errors import StepFailed
+    from quark.training.export import export_checkpoint
+
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1,
+    )  # fmt: skip
+    trained = LlamaForCausalLM(config)
+    # fp32 master weights in the checkpoint, bf16 weights in the live model (DeepSpeed bf16)
+    state = {f"model.{k}": v.clone() for k, v in trained.state_dict().items()}
+    torch.save({"state_dict": state, "global_step": 3}, tmp_path / "last.ckpt")
+    sample = torch.randint(0, 64, (1, 8))
+    metrics = export_checkpoint(
+        tmp_path / "last.ckpt", config, tmp_path / "hf", None, sample,
+        trained_model=trained.to(torch.bfloat16),
+    )  # fmt: skip
+    assert metrics == {"hf_max_logit_diff": 0.0, "checkpoint_max_weight_diff": 0.0}
+
+    with torch.no_grad():
+        trained.model.layers[0].mlp.up_proj.weight[3, 5] += 1.0
+    with pytest.raises(StepFailed, match=r"weight model\.layers\.0\.mlp\.up_proj\.weight differs"):
+        export_checkpoint(
+            tmp_path / "last.ckpt", config, tmp_path / "hf2", None, sample, trained_model=trained
+        )
+
+
 def bad_checkpoints(tmp_path: Path) -> list[tuple[Path, str]]:
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")

@@ -340,8 +340,9 @@ def test_deepspeed_zero2_in_bf16_on_one_gpu_through_lightnings_own_strategy(
     [run] = pretrain_runs(outputs)
     metrics = run["metrics"]
     assert metrics["steps"] == 6 and metrics["val_loss"] < 6.0
-    # bf16 on the GPU against the fp32 export on the same windows: pretrain checks it within 5e-2
-    assert abs(metrics["hf_val_loss"] - metrics["val_loss"]) < 5e-2
+    # one process held the model whole (ZeRO-2 shards optimizer states only): the checkpoint
+    # holds its bf16 weights exactly
+    assert metrics["checkpoint_max_weight_diff"] == 0.0
     done = quark_convert(run_dir(run), tmp_path / "converted")
     assert done.returncode == 0, done.stderr
     ids = torch.tensor([[5, 17, 42, 99]])

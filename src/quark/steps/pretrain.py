@@ -74,7 +74,7 @@ def run(cfg: DictConfig, run: Run, inputs: PretrainInputs) -> dict[str, float]:
     from quark.training.datamodule import ShardDataModule
     from quark.training.export import export_checkpoint
     from quark.training.module import CausalLMModule
-    from quark.training.strategies import check_layout
+    from quark.training.strategies import check_layout, holds_whole_model
     from quark.training.trainer import fit, quiet_libraries
 
     quiet_libraries()
@@ -121,15 +121,18 @@ def run(cfg: DictConfig, run: Run, inputs: PretrainInputs) -> dict[str, float]:
     if not trainer.is_global_zero:
         return {}  # rank 0 exports and records
 
-    # Under ZeRO-3 and FSDP2 every rank holds a shard of each weight: the export is rebuilt
-    # whole from the checkpoint just written, and must reproduce the validation loss just measured
+    # The export is rebuilt from the checkpoint just written and checked against the trained
+    # model: weight for weight where this process holds it whole; under ZeRO-3 and FSDP2, where
+    # every rank holds a shard of each weight, by reproducing the validation loss just measured
+    whole = holds_whole_model(trainer_cfg)
     exported = export_checkpoint(
         fitted.last_checkpoint,
         model.config,
         run.path("hf", "config.json").parent,
         data_dir / "tokenizer",
         datamodule.val_windows[0][:-1].unsqueeze(0),
-        val_batches=datamodule.val_dataloader(),
+        trained_model=model if whole else None,
+        val_batches=None if whole else datamodule.val_dataloader(),
         trained_val_loss=float(final_val["val/loss"]),
         precision=str(trainer_cfg.precision),
         device=trainer.strategy.root_device,
@@ -152,7 +155,7 @@ def run(cfg: DictConfig, run: Run, inputs: PretrainInputs) -> dict[str, float]:
         "train_loss": fitted.train_loss,
         "steps": float(trainer.global_step),
         "tokens_per_s": tokens / fitted.seconds if fitted.seconds > 0 else 0.0,
-        **exported,  # hf_max_logit_diff, hf_val_loss
+        **exported,  # hf_max_logit_diff, and checkpoint_max_weight_diff or hf_val_loss
     }
     print_run_summary(
         f"Pretrain (validated on the first {int(step.val_samples)} windows of "

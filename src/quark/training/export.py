@@ -62,6 +62,7 @@ def export_checkpoint(
     tokenizer: Any,
     sample: Any,
     *,
+    trained_model: Any = None,
     val_batches: Iterable[Any] | None = None,
     trained_val_loss: float | None = None,
     precision: str = "32-true",
@@ -70,13 +71,18 @@ def export_checkpoint(
 ) -> dict[str, float]:
     """Export the model in `checkpoint` (any strategy's; see quark.training.checkpoints) as a
     Hugging Face directory of `config`'s architecture (`model_class`, by default a causal LM),
-    fp32, and return `hf_max_logit_diff` (the
-    reload check of `export_hf`) and, given `val_batches`, `hf_val_loss`: the export's loss on
-    them, computed on `device`.
+    fp32, and return `hf_max_logit_diff` (the reload check of `export_hf`) and the check that the
+    checkpoint holds the trained model:
+    - given `trained_model` (the trained model, held whole in this process), every weight of the
+      checkpoint must equal the trained model's, in the trained model's dtype:
+      `checkpoint_max_weight_diff`, 0 or StepFailed;
+    - else, given `val_batches` (ZeRO-3 and FSDP2, where no process holds the model whole),
+      `hf_val_loss`: the export's loss on them, computed on `device`.
 
     Raises:
         QuarkError: the checkpoint is unreadable or does not fit `config`.
-        StepFailed: `hf_val_loss` is further from `trained_val_loss` than `precision` allows.
+        StepFailed: a checkpoint weight differs from `trained_model`'s, or `hf_val_loss` is
+            further from `trained_val_loss` than `precision` allows.
     """
     from quark.training.checkpoints import model_from_checkpoint
 
@@ -84,6 +90,15 @@ def export_checkpoint(
     metrics = {
         "hf_max_logit_diff": export_hf(model, hf_dir, tokenizer, sample, model_class=model_class)
     }
+    if trained_model is not None:
+        difference, name = max_weight_difference(trained_model, model)
+        metrics["checkpoint_max_weight_diff"] = difference
+        if difference != 0.0:
+            raise StepFailed(
+                f"{checkpoint}: weight {name} differs from the trained model's by {difference:.3g}; "
+                f"the export in {hf_dir} does not hold the trained model"
+            )
+        return metrics
     if val_batches is None:
         return metrics
     loss = validation_loss(model, val_batches, device)
@@ -97,6 +112,26 @@ def export_checkpoint(
                 f"the checkpoint {checkpoint} is kept"
             )
     return metrics
+
+
+def max_weight_difference(trained: Any, restored: Any) -> tuple[float, str]:
+    """The largest absolute difference between a weight of `restored` and the same weight of
+    `trained`, compared in `trained`'s dtype and on the CPU (a bf16 model's fp32 master weights
+    rounded as its bf16 weights were), and the name of that weight. Every weight of `restored`
+    must be in `trained`: exact equality is what a checkpoint of a model held whole promises."""
+    import torch
+
+    theirs = trained.state_dict()
+    largest, name = 0.0, ""
+    with torch.no_grad():
+        for key, weight in restored.state_dict().items():
+            if key not in theirs:
+                return float("inf"), key
+            live = theirs[key].detach().to("cpu")
+            difference = float((weight.to(live.dtype) - live).abs().max()) if live.numel() else 0.0
+            if difference > largest or not name:
+                largest, name = difference, key
+    return largest, name
 
 
 def validation_loss(model: Any, batches: Iterable[Any], device: Any = "cpu") -> float:

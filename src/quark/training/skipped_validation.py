@@ -20,10 +20,18 @@ class ValidateSkippedStep(L.Callback):
     def __init__(self, every_n_steps: int) -> None:
         self.every_n_steps = every_n_steps
         self.validated_step = -1
+        # (step, val/* metrics) of the last validation this process ran during fit, so the
+        # fit's final validation is not run twice on the same weights (not checkpointed)
+        self.measured: tuple[int, dict[str, float]] | None = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit":
             self.validated_step = trainer.global_step
+            metrics = trainer.callback_metrics
+            self.measured = (
+                trainer.global_step,
+                {k: float(v) for k, v in metrics.items() if k.startswith("val/")},
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"validated_step": self.validated_step}

@@ -33,6 +33,15 @@ OWNED_BY = {
     "train_batch_size": "trainer.micro_batch_size x trainer.accumulate_grad_batches x world size",
     "gradient_clipping": "step.grad_clip",
 }
+# the strategies whose ranks each hold a shard of every weight: no process holds the trained
+# model whole, so its export is checked against the validation loss instead of its weights
+SHARDED_WEIGHTS = ("deepspeed_zero3", "fsdp")
+
+
+def holds_whole_model(layout: DictConfig) -> bool:
+    """Whether each rank of `layout`'s strategy holds every trained weight whole (single, ddp,
+    ZeRO-1 and ZeRO-2, which shard optimizer states and gradients only)."""
+    return str(layout.strategy) not in SHARDED_WEIGHTS
 
 
 def check_layout(cfg: DictConfig) -> None:

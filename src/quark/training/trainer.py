@@ -123,7 +123,7 @@ def fit(
 ) -> Fitted:
     """Train `module` on `datamodule` with `build_trainer`'s Trainer, from the checkpoint
     `step.resume` names (recorded in `run` as resumed_from, with the resume key), then save
-    checkpoints/last.ckpt and validate once more.
+    checkpoints/last.ckpt and validate the trained weights (`final_validation`).
 
     Every rank returns, after the final validation; the caller lets rank 0 alone export and
     record (`Fitted.trainer.is_global_zero`).
@@ -144,8 +144,22 @@ def fit(
     last = run.dir / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(str(last))
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
-    validation = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-    return Fitted(trainer, last, train_loss, validation, seconds)
+    return Fitted(trainer, last, train_loss, final_validation(trainer, module, datamodule), seconds)
+
+
+def final_validation(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule
+) -> Mapping[str, float]:
+    """The validation metrics of the trained weights: those of the fit's own validation when it
+    validated after its last step (step.val_every_n_steps divides step.max_steps), else
+    `trainer.validate`'s. One validation costs as much as a few training steps."""
+    callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning, unannotated
+    [validated] = [c for c in callbacks if isinstance(c, ValidateSkippedStep)]
+    if validated.measured is not None:
+        step, metrics = validated.measured
+        if step == trainer.global_step and metrics:
+            return metrics
+    return trainer.validate(module, datamodule=datamodule, verbose=False)[0]
 
 
 def quiet_libraries() -> None:
