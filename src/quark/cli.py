@@ -15,10 +15,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from quark.core.errors import QuarkError, debug_enabled, report
+from quark.core.errors import QuarkError, debug_enabled, report, skip_the_last_garbage_collection
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    skip_the_last_garbage_collection()
     parser = argparse.ArgumentParser(prog="quark", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     runs = commands.add_parser("runs", help="list run directories and how they ended")

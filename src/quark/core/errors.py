@@ -97,6 +97,7 @@ def exit_cleanly(entry: Callable[[], Any]) -> NoReturn:
     # Hydra prints its own multi-line report and exits 1 unless HYDRA_FULL_ERROR is set;
     # with it set, the exception reaches us and we decide how to report it.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    skip_the_last_garbage_collection()
     try:
         entry()
     except SystemExit:
@@ -114,6 +115,24 @@ def exit_cleanly(entry: Callable[[], Any]) -> NoReturn:
         sys.exit(report(exc))
     statuses = [report(exc) for exc in _task_failures]
     sys.exit(max(statuses, default=0))
+
+
+def skip_the_last_garbage_collection() -> None:
+    """Leave every object alive at exit out of the interpreter's last garbage collections.
+
+    Python's shutdown collects garbage over every object still alive: after a training step
+    (torch, transformers, Lightning and their modules in memory) that took 1.5 s of a 2-core
+    machine, on every command. gc.freeze, as the last exit handler (atexit runs its handlers last
+    in, first out; this one is registered first), moves them all out of the collector's reach;
+    the operating system reclaims their memory. Exit handlers, which flush and close what
+    libraries hold open, run before it as always; only the __del__ of objects in reference
+    cycles is skipped, which Python does not promise to run at exit either.
+    """
+    import atexit
+    import gc
+
+    atexit.unregister(gc.freeze)  # once, however many commands one process runs
+    atexit.register(gc.freeze)
 
 
 def report(exc: BaseException) -> int:
