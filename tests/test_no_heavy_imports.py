@@ -1,5 +1,5 @@
 """The command-line paths that do not train never import torch, lightning or transformers
-(each costs about 4 s here): --help, --cfg job, quark runs and step=plan."""
+(each costs about 4 s here): --help, --cfg job, quark runs, step=plan and step=data."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .conftest import ITEM_DATA, REPO, write_item_corpus
 
 HEAVY = ("torch", "lightning", "transformers", "deepspeed")
 PROBE = """
@@ -59,3 +59,9 @@ def test_quark_runs_stays_light(tmp_path: Path) -> None:
     )
     cli = Path(__file__).resolve().parents[1] / "src" / "quark" / "cli.py"
     assert heavy_modules(str(cli), ["runs", "--outputs", str(tmp_path)], tmp_path) == []
+
+
+def test_the_data_step_stays_light(tmp_path: Path) -> None:
+    corpus = write_item_corpus(tmp_path / "corpus", files=10)
+    argv = [*ITEM_DATA, f"data.sources.0.paths=[{corpus}/*.txt]"]
+    assert heavy_modules("launch.py", argv, tmp_path) == []

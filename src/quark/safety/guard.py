@@ -93,11 +93,12 @@ def classifier_dir(cfg: Any) -> Path | None:
     """safety=classifier's model: safety.classifier.path (a run holding classifier/, or a text
     classification directory), else the newest align run holding one; None for other guards.
     Checked here, before a step starts."""
-    from quark.safety.classifier import CLASSIFIER_ALLOWED, classifier_labels
-
     safety = cfg.get("safety")
     if safety is None or str(safety.get("name", "none")) != "classifier":
         return None
+    # only here: the classifier's module imports torch, which the data step otherwise spares
+    from quark.safety.classifier import CLASSIFIER_ALLOWED, classifier_labels
+
     source = find_run(
         cfg, ("align",), key=KEY, holds=lambda run: (run / "classifier").is_dir(),
         allowed=CLASSIFIER_ALLOWED,
