@@ -122,16 +122,16 @@ def max_weight_difference(trained: Any, restored: Any) -> tuple[float, str]:
     import torch
 
     theirs = trained.state_dict()
-    largest, name = 0.0, ""
+    differences: dict[str, float] = {}
     with torch.no_grad():
         for key, weight in restored.state_dict().items():
             if key not in theirs:
                 return float("inf"), key
-            live = theirs[key].detach().to("cpu")
-            difference = float((weight.to(live.dtype) - live).abs().max()) if live.numel() else 0.0
-            if difference > largest or not name:
-                largest, name = difference, key
-    return largest, name
+            live = theirs[key].detach().cpu()
+            gap = (weight.to(live.dtype) - live).abs()
+            differences[key] = float(gap.max()) if gap.numel() else 0.0
+    name = max(differences, key=differences.__getitem__)
+    return differences[name], name
 
 
 def validation_loss(model: Any, batches: Iterable[Any], device: Any = "cpu") -> float:
