@@ -58,7 +58,6 @@ SEQ_LEN = 256
 # every model is scored on the same windows: all of Quark's val split (its documents are held out
 # of both frameworks' training text), at most this many
 VAL_WINDOWS = 256
-VAL_FRACTION = 0.02  # data=text_files' pack.val_fraction (as stdlib_code's)
 WARM_STEPS = 10  # steady state is steps 11..N
 FIRST_SEED = 42  # round r trains with seed FIRST_SEED + r (model init and data order), both sides
 
@@ -168,9 +167,12 @@ def write_raw_text(directory: Path) -> int:
 # ---------------------------------------------------------------- Quark
 
 
-def quark_overrides(steps: int, init: str, seed: int, own_schedule: bool = False) -> list[str]:
-    """Quark's pretrain of the shape above; `own_schedule`: Quark's default step.optim (lr 3e-3,
-    20 warmup steps) instead of the compared schedule."""
+def quark_overrides(
+    steps: int, init: str, seed: int | None, own_schedule: bool = False
+) -> list[str]:
+    """Quark's pretrain of the shape above; `seed` None keeps the configured one;
+    `own_schedule`: Quark's default step.optim (lr 3e-3, 20 warmup steps) instead of the
+    compared schedule."""
     schedule = [] if own_schedule else [
         f"step.optim.lr={SCHEDULE['lr']}",
         f"step.optim.weight_decay={SCHEDULE['weight_decay']}",
@@ -181,7 +183,7 @@ def quark_overrides(steps: int, init: str, seed: int, own_schedule: bool = False
     ]  # fmt: skip
     return [
         "step=pretrain",
-        f"seed={seed}",
+        *([f"seed={seed}"] if seed is not None else []),
         "model=llama_custom",
         "model.name=bench_8m",
         *(f"model.{k}={v}" for k, v in SHAPE.items()),
@@ -224,36 +226,33 @@ def quark_pretrain(
     init: str,
     compile: bool,
     seed: int,
-    val: Path,
+    scored: dict[str, Path],
     own_schedule: bool = False,
 ) -> dict[str, float]:
     overrides = [*quark_overrides(steps, init, seed, own_schedule), f"step.data_dir={data_run}",
                  "experiment_name=bench", f"trainer.compile={str(compile).lower()}"]  # fmt: skip
     seconds = timed([sys.executable, "launch.py", *overrides], quark_env(outputs))
-    return {**quark_results(newest_run(outputs, "pretrain"), val), "seconds": seconds}
+    return {**quark_results(newest_run(outputs, "pretrain"), scored), "seconds": seconds}
 
 
 def quark_raw_text_to_model(
-    outputs: Path, raw: Path, steps: int, init: str, seed: int, val: Path
+    outputs: Path, raw: Path, steps: int, init: str, scored: dict[str, Path]
 ) -> dict[str, float]:
     """Raw text to a trained model in one command, as a Quark user runs it: the quickstart
-    pipeline (data, then pretrain, in one process) on the .txt files, eager. With the default
+    pipeline (data, then pretrain, in one process) on the .txt files, eager. With the configured
     seed: `seed=` would reach the data stage too, and move documents between the splits."""
-    overrides = [
-        o for o in quark_overrides(steps, init, seed)
-        if o != "step=pretrain" and not o.startswith("seed=")
-    ]  # fmt: skip
+    overrides = [o for o in quark_overrides(steps, init, None) if o != "step=pretrain"]
     seconds = timed(
         [sys.executable, "launch.py", "pipeline=quickstart", "experiment_name=bench",
          "data=text_files", f"data.sources.0.paths=[{raw}/*.txt]", *overrides],
         quark_env(outputs),
     )  # fmt: skip
-    return {**quark_results(newest_run(outputs, "pretrain"), val), "seconds": seconds}
+    return {**quark_results(newest_run(outputs, "pretrain"), scored), "seconds": seconds}
 
 
-def quark_results(run: Path, val: Path) -> dict[str, float]:
+def quark_results(run: Path, scored: dict[str, Path]) -> dict[str, float]:
     """Steady tokens/s and the last 10 steps' loss from a pretrain run's metrics log; its export's
-    loss on the shared val windows."""
+    loss on each of the `scored` windows (see quark_windows)."""
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM
@@ -270,21 +269,16 @@ def quark_results(run: Path, val: Path) -> dict[str, float]:
         "train_loss_last10": statistics.fmean(losses[-10:]),
         **{
             key: validation_loss(model, torch.from_numpy(np.load(windows)).long().split(8))
-            for key, windows in scored_windows(val).items()
+            for key, windows in scored.items()
         },
     }
 
 
-def scored_windows(val: Path) -> dict[str, Path]:
-    """What every final model is scored on: `val_loss` on the held-out documents' windows,
-    `train_split_loss` on a fixed sample of training-split windows (in both frameworks'
-    training text; each side's own last-10-steps loss is on different batches)."""
-    return {"val_loss": val, "train_split_loss": val.parent / "held_in.npy"}
-
-
-def quark_windows(data_run: Path, out: Path, steps: int) -> tuple[Path, Path]:
-    """Quark's val windows (all of them, at most VAL_WINDOWS), and steps x batch training
-    windows, as .npy."""
+def quark_windows(data_run: Path, out: Path, steps: int) -> tuple[dict[str, Path], Path]:
+    """What every final model is scored on, as .npy: `val_loss` on Quark's val windows (all of
+    them, at most VAL_WINDOWS), `train_split_loss` on a fixed sample of VAL_WINDOWS training-split
+    windows (in both frameworks' training text; each side's own last-10-steps loss is on
+    different batches); and the plain loops' steps x batch training windows."""
     import numpy as np
 
     from quark.training.shards import TokenWindows
@@ -298,45 +292,49 @@ def quark_windows(data_run: Path, out: Path, steps: int) -> tuple[Path, Path]:
     np.save(out / "train.npy", np.stack([train[int(i)].numpy() for i in picks[:count]]))
     held_in = picks[-VAL_WINDOWS:]  # not among the plain loops' windows
     np.save(out / "held_in.npy", np.stack([train[int(i)].numpy() for i in held_in]))
-    return out / "val.npy", out / "train.npy"
+    return {"val_loss": out / "val.npy", "train_split_loss": out / "held_in.npy"}, out / "train.npy"
 
 
 # ---------------------------------------------------------------- LitGPT
 
 
-def quark_val_documents(raw: Path) -> set[str]:
-    """Names of the .txt files in `raw` whose documents Quark's data step puts in its val split
-    (by the seeded hash of the document id, as quark.data.packing splits them)."""
+def quark_val_documents(raw: Path, data_run: Path) -> set[str]:
+    """Names of the .txt files in `raw` whose documents `data_run` put in its val split: by the
+    seeded hash of the document id, as quark.data.packing splits them, with the run's own seed
+    and val_fraction."""
+    from omegaconf import OmegaConf
+
     from quark.data.packing import split_of
 
-    seed = 1234  # the data step's seed (launch.yaml's default)
+    config = OmegaConf.load(data_run / "config.yaml")
+    seed, fraction = int(config.seed), float(config.data.pack.val_fraction)
     return {
         path.name for path in raw.glob("*.txt")
-        if split_of(f"0:{path}", VAL_FRACTION, seed) == "val"
+        if split_of(f"0:{path}", fraction, seed) == "val"
     }  # fmt: skip
 
 
 def litgpt_pretrain(
     python: Path,
     raw: Path,
+    held_out: set[str],
     tokenizer: Path,
     out: Path,
     steps: int,
     compiled: bool,
     seed: int,
-    val: Path,
+    scored: dict[str, Path],
 ) -> dict[str, float]:
     import yaml
 
     micro = SCHEDULE["micro_batch_size"]
     # LitGPT writes its tokenized data next to the text and skips preparing it when it finds it:
     # each run gets its own copy (hard links), so each pays for its data preparation as a user
-    # does. Quark's val documents are left out of it: every model is scored on them, so neither
-    # side may train on them. TextFiles' own validation split is the first file alone, too small
-    # for a batch here: a separate folder of those val documents (LitGPT's validation is a
-    # sanity check only; the comparison scores every model on Quark's val windows)
-    held_out = quark_val_documents(raw)
-    assert held_out, "Quark's val split is empty"
+    # does. Quark's val documents (`held_out`, file names) are left out of it: every model is
+    # scored on them, so neither side may train on them. TextFiles' own validation split is the
+    # first file alone, too small for a batch here: a separate folder of those val documents
+    # (LitGPT's validation is a sanity check only; the comparison scores every model on Quark's
+    # val windows)
     text = out.parent / f"{out.name}-text"
     held = out.parent / f"{out.name}-val"
     text.mkdir()
@@ -378,7 +376,7 @@ def litgpt_pretrain(
     tokens_per_step = micro * SEQ_LEN
     steady = steady_tokens_per_s(times, steps, tokens_per_step)
     scores = {}
-    for key, windows in scored_windows(val).items():
+    for key, windows in scored.items():
         done = subprocess.run(
             [str(python), str(REPO / "bench" / "litgpt_side.py"), "eval",
              str(out / "final" / "lit_model.pth"), json.dumps(litgpt_config()), str(windows)],
@@ -480,7 +478,9 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {}
     data_seconds: list[float] = []
     data_run: Path | None = None
-    val = train = None
+    scored: dict[str, Path] = {}
+    held_out: set[str] = set()
+    train = None
     for round_ in range(args.rounds):
         seed = FIRST_SEED + round_
         # Quark's data step each round (its time is part of raw text to model, two commands)
@@ -488,34 +488,35 @@ def main() -> None:
         data_seconds.append(seconds)
         if data_run is None:
             data_run = run
-            val, train = quark_windows(run, work, args.steps)
+            scored, train = quark_windows(run, work, args.steps)
+            held_out = quark_val_documents(raw, run)
             # every val document is one of the files held out of LitGPT's text (a file may be
             # held out and still not in val: dropped by cleaning or dedup)
             index = json.loads((run / "shards" / "index.json").read_text())
-            assert 0 < index["splits"]["val"]["documents"] <= len(quark_val_documents(raw))
-        assert val is not None and train is not None
+            assert 0 < index["splits"]["val"]["documents"] <= len(held_out)
+        assert train is not None
         runs: list[tuple[str, Any]] = [
             (f"Quark eager (init={args.init})",
-             partial(quark_pretrain, outputs, run, args.steps, args.init, False, seed, val)),
+             partial(quark_pretrain, outputs, run, args.steps, args.init, False, seed, scored)),
             (f"Quark trainer.compile=true (init={args.init})",
-             partial(quark_pretrain, outputs, run, args.steps, args.init, True, seed, val)),
+             partial(quark_pretrain, outputs, run, args.steps, args.init, True, seed, scored)),
             ("LitGPT litgpt pretrain (compiled)",
-             partial(litgpt_pretrain, args.litgpt_python, raw, run / "tokenizer",
-                                     work / f"litgpt-c{round_}", args.steps, True, seed, val)),
+             partial(litgpt_pretrain, args.litgpt_python, raw, held_out, run / "tokenizer",
+                     work / f"litgpt-c{round_}", args.steps, True, seed, scored)),
             ("LitGPT, compile disabled",
-             partial(litgpt_pretrain, args.litgpt_python, raw, run / "tokenizer",
-                                     work / f"litgpt-e{round_}", args.steps, False, seed, val)),
+             partial(litgpt_pretrain, args.litgpt_python, raw, held_out, run / "tokenizer",
+                     work / f"litgpt-e{round_}", args.steps, False, seed, scored)),
             (PIPELINE,
              partial(quark_raw_text_to_model, work / f"outputs-pipeline{round_}", raw,
-                     args.steps, args.init, seed, val)),
+                     args.steps, args.init, scored)),
         ]  # fmt: skip
         if args.also_init:
             runs.insert(1, (f"Quark eager (init={args.also_init})",
                             partial(quark_pretrain, outputs, run, args.steps, args.also_init,
-                                                   False, seed, val)))  # fmt: skip
+                                                   False, seed, scored)))  # fmt: skip
         runs.append(
             (f"Quark eager (init={args.init}), its own default schedule: lr 3e-3, 20 warmup",
-             partial(quark_pretrain, outputs, run, args.steps, args.init, False, seed, val, True))
+             partial(quark_pretrain, outputs, run, args.steps, args.init, False, seed, scored, True))
         )  # fmt: skip
         if args.no_litgpt:
             runs = [r for r in runs if not r[0].startswith("LitGPT")]
@@ -553,7 +554,7 @@ def main() -> None:
     compiled = f"Quark trainer.compile=true (init={args.init})"
     import numpy as np
 
-    windows = len(np.load(val)) if val is not None else 0
+    windows = len(np.load(scored["val_loss"])) if scored else 0
     seeds = ", ".join(str(FIRST_SEED + r) for r in range(args.rounds))
     print(
         f"\n| run | steady tokens/s (steps {WARM_STEPS + 1}-{args.steps}) | x LitGPT | "
