@@ -23,6 +23,7 @@ from quark.core.errors import ConfigError
 from quark.core.run import Run
 from quark.slurm.requeue import SlurmRequeue, slurm_environment
 from quark.training.guards import DivergenceGuard
+from quark.training.host_memory import cache_host_memory
 from quark.training.relaunch import relaunch_jobs_not_command_lines
 from quark.training.resume import resume_checkpoint, resume_key
 from quark.training.skipped_validation import ValidateSkippedStep
@@ -48,6 +49,8 @@ def build_trainer(
     world = int(layout.devices) * int(layout.num_nodes)
     tokens_per_step = tokens_per_sample * int(layout.micro_batch_size) * accumulate * world
     progress = _progress_bar(str(layout.progress_bar))
+    if layout.cache_host_memory:
+        cache_host_memory()
     relaunch_jobs_not_command_lines()
     slurm = slurm_environment()  # srun started this process: one task per device
     return L.Trainer(
