@@ -1,5 +1,6 @@
 """The command-line paths that do not train never import torch, lightning or transformers
-(each costs about 4 s here): --help, --cfg job, quark runs, step=plan and step=data."""
+(each costs about 4 s here): --help, --cfg job, quark runs, step=plan and step=data; and an
+export of a model trained without DeepSpeed does not import DeepSpeed."""
 
 from __future__ import annotations
 
@@ -65,3 +66,24 @@ def test_the_data_step_stays_light(tmp_path: Path) -> None:
     corpus = write_item_corpus(tmp_path / "corpus", files=10)
     argv = [*ITEM_DATA, f"data.sources.0.paths=[{corpus}/*.txt]"]
     assert heavy_modules("launch.py", argv, tmp_path) == []
+
+
+def test_exporting_a_model_leaves_deepspeed_unimported(tmp_path: Path) -> None:
+    """save_pretrained would import DeepSpeed (1.2 s) through accelerate to unwrap the model;
+    a run that trained without it does not pay for it at export (quark.training.export)."""
+    code = f"""
+import sys, torch
+from pathlib import Path
+from quark.models.llama import build_llama
+from quark.training.export import export_hf
+model = build_llama(vocab_size=64, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=2,
+                    intermediate_size=32, max_seq_len=32).eval()
+export_hf(model, Path({str(tmp_path / "hf")!r}), None, torch.randint(0, 64, (1, 8)))
+print("deepspeed" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
