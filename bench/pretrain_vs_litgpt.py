@@ -191,8 +191,10 @@ def quark_overrides(
         f"model.init={init}",
         f"step.seq_len={SEQ_LEN}",
         f"step.max_steps={steps}",
+        # one validation, at the end, on Quark's default step.val_samples (64 windows); LitGPT
+        # validates 2 batches (16 windows) as a sanity check. The comparison's losses come from
+        # scoring every final model on the same windows afterwards (quark_results)
         f"step.val_every_n_steps={steps}",
-        f"step.val_samples={VAL_WINDOWS}",
         f"step.checkpoint_every_n_steps={steps}",
         *schedule,
         f"step.grad_clip={SCHEDULE['grad_clip']}",
