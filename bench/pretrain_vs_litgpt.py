@@ -326,7 +326,10 @@ def litgpt_pretrain(
     compiled: bool,
     seed: int,
     scored: dict[str, Path],
+    cached_host_memory: bool = False,
 ) -> dict[str, float]:
+    """`cached_host_memory`: LitGPT with glibc's malloc set as Quark's trainer.cache_host_memory
+    sets it (through glibc's environment variables), to show what that alone is worth."""
     import yaml
 
     micro = SCHEDULE["micro_batch_size"]
@@ -371,6 +374,8 @@ def litgpt_pretrain(
     config_file.write_text(yaml.safe_dump(config))
     litgpt = python.parent / "litgpt"
     env = {"TORCHDYNAMO_DISABLE": "0" if compiled else "1"}
+    if cached_host_memory:
+        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**40))
     seconds = timed([str(litgpt), "pretrain", "--config", str(config_file)], env, cwd=out)
     [metrics] = out.glob("logs/csv/**/metrics.csv") or list(out.rglob("metrics.csv"))[:1]
     rows = [r for r in csv.DictReader(metrics.open()) if r.get("loss")]
@@ -505,6 +510,9 @@ def main() -> None:
             ("LitGPT litgpt pretrain (compiled)",
              partial(litgpt_pretrain, args.litgpt_python, raw, held_out, run / "tokenizer",
                      work / f"litgpt-c{round_}", args.steps, True, seed, scored)),
+            ("LitGPT (compiled), host memory cached as Quark's",
+             partial(litgpt_pretrain, args.litgpt_python, raw, held_out, run / "tokenizer",
+                     work / f"litgpt-m{round_}", args.steps, True, seed, scored, True)),
             ("LitGPT, compile disabled",
              partial(litgpt_pretrain, args.litgpt_python, raw, held_out, run / "tokenizer",
                      work / f"litgpt-e{round_}", args.steps, False, seed, scored)),
@@ -524,7 +532,7 @@ def main() -> None:
             runs = [r for r in runs if not r[0].startswith("LitGPT")]
         if args.loss_only:
             runs = [r for r in runs if "compile=true" not in r[0] and "disabled" not in r[0]
-                    and r[0] != PIPELINE]  # fmt: skip
+                    and "cached" not in r[0] and r[0] != PIPELINE]  # fmt: skip
         if not (args.no_plain or args.loss_only):
             runs += [
                 ("plain loop, LitGPT's model, eager",
