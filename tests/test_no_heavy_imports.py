@@ -70,7 +70,8 @@ def test_the_data_step_stays_light(tmp_path: Path) -> None:
 
 def test_exporting_a_model_leaves_deepspeed_unimported(tmp_path: Path) -> None:
     """save_pretrained would import DeepSpeed (1.2 s) through accelerate to unwrap the model;
-    a run that trained without it does not pay for it at export (quark.training.export)."""
+    a run that trained without it does not pay for it at export (quark.models.hf.save_model, which
+    every export of a whole model goes through)."""
     code = f"""
 import sys, torch
 from pathlib import Path

@@ -13,6 +13,7 @@ from typing import Any
 from quark.export import copy_model_files
 from quark.export.decoding import TorchDecoder
 from quark.export.validation import Tolerance
+from quark.models.hf import save_model
 
 DEFAULT_TOLERANCE = {
     # a save and reload in fp32 is exact; any difference is a broken export
@@ -38,6 +39,6 @@ def export(
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     # loaded again rather than cast: the source model stays fp32 for the comparison
-    AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).save_pretrained(out_dir)
+    save_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype), out_dir)
     copy_model_files(model_dir, out_dir, with_config=False)
     return TorchDecoder(AutoModelForCausalLM.from_pretrained(out_dir, dtype=dtype))

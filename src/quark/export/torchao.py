@@ -17,6 +17,7 @@ from quark.core.errors import ConfigError
 from quark.export import copy_model_files, require
 from quark.export.decoding import TorchDecoder
 from quark.export.validation import Tolerance
+from quark.models.hf import save_model
 
 DEFAULT_TOLERANCE = {
     "int8_weight_only": Tolerance(
@@ -85,7 +86,7 @@ def export(
     quantized = AutoModelForCausalLM.from_pretrained(
         model_dir, dtype=dtype, device_map=device, quantization_config=TorchAoConfig(scheme)
     )
-    quantized.save_pretrained(out_dir)
+    save_model(quantized, out_dir)
     copy_model_files(model_dir, out_dir, with_config=False)
     reloaded = AutoModelForCausalLM.from_pretrained(out_dir, device_map=device)
     return TorchDecoder(reloaded, device)

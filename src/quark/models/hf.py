@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +30,31 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "chat_template.jinja",
 )
+
+
+def save_model(model: PreTrainedModel, directory: Path) -> None:
+    """`model.save_pretrained(directory)`, without the DeepSpeed import it would otherwise cost
+    a process that never used DeepSpeed (see deepspeed_left_unimported)."""
+    with deepspeed_left_unimported():
+        model.save_pretrained(directory)
+
+
+@contextmanager
+def deepspeed_left_unimported() -> Iterator[None]:
+    """save_pretrained unwraps the model through accelerate, which imports DeepSpeed (1.2 s)
+    whenever it is installed, to check whether the model is a DeepSpeedEngine. No object can be
+    one while DeepSpeed is not imported: then accelerate is told it is not installed."""
+    import accelerate.utils.other as accelerate_other
+
+    if "deepspeed" in sys.modules or not hasattr(accelerate_other, "is_deepspeed_available"):
+        yield
+        return
+    installed = accelerate_other.is_deepspeed_available
+    accelerate_other.is_deepspeed_available = lambda: False
+    try:
+        yield
+    finally:
+        accelerate_other.is_deepspeed_available = installed
 
 
 def hub_offline() -> bool:

@@ -9,14 +9,12 @@ against the trained model's validation loss.
 from __future__ import annotations
 
 import shutil
-import sys
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from quark.core.errors import QuarkError, StepFailed
-from quark.models.hf import TOKENIZER_FILES
+from quark.models.hf import TOKENIZER_FILES, save_model
 
 # fp32 save and reload is exact on CPU; anything above this is a broken export, not rounding
 MAX_LOGIT_DIFFERENCE = 1e-4
@@ -42,8 +40,7 @@ def export_hf(
         QuarkError: the reloaded model's logits differ by more than MAX_LOGIT_DIFFERENCE.
     """
     hf_dir.mkdir(parents=True, exist_ok=True)
-    with deepspeed_left_unimported():
-        model.save_pretrained(hf_dir)
+    save_model(model, hf_dir)
     if isinstance(tokenizer, Path):
         for name in TOKENIZER_FILES:
             if (tokenizer / name).is_file():
@@ -56,24 +53,6 @@ def export_hf(
             f"{hf_dir}: the exported model's logits differ from the trained model's by {difference:.3g}"
         )
     return difference
-
-
-@contextmanager
-def deepspeed_left_unimported() -> Iterator[None]:
-    """save_pretrained unwraps the model through accelerate, which imports DeepSpeed (1.2 s)
-    whenever it is installed, to check whether the model is a DeepSpeedEngine. No object can be
-    one while DeepSpeed is not imported: then accelerate is told it is not installed."""
-    import accelerate.utils.other as accelerate_other
-
-    if "deepspeed" in sys.modules or not hasattr(accelerate_other, "is_deepspeed_available"):
-        yield
-        return
-    installed = accelerate_other.is_deepspeed_available
-    accelerate_other.is_deepspeed_available = lambda: False
-    try:
-        yield
-    finally:
-        accelerate_other.is_deepspeed_available = installed
 
 
 def export_checkpoint(
